@@ -1,0 +1,77 @@
+"""The frozen teacher: a pretrained CNN that returns multi-scale feature maps."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class Teacher(nn.Module):
+    """A frozen feature extractor with its own input normalisation.
+
+    ``forward(x)`` takes images (B, 3, H, W) in [0, 1] and returns a list of feature maps, one per
+    tap, shallow to deep, e.g. ``[(B, 24, H/4, W/4), (B, 40, H/8, W/8), (B, 112, H/16, W/16)]``.
+    Subclasses implement ``features(x_normalised)``.
+    """
+
+    #: channels and strides of the returned maps, shallow to deep.
+    channels: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    def __init__(self, name: str, mean: tuple[float, ...], std: tuple[float, ...], weights_id: str):
+        super().__init__()
+        self.name = name
+        self.weights_id = weights_id
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def freeze(self) -> Teacher:
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> Teacher:
+        # a teacher always stays in eval mode (BatchNorm statistics are part of its knowledge)
+        return super().train(False)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.features((x - self.mean) / self.std)
+
+    @property
+    def identity(self) -> str:
+        """Teacher name + weights fingerprint, for cache keys and saved models."""
+        return f"{self.name}@{self.weights_id}"
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of a weights file (first 16 hex digits); files are read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load tensors from .safetensors or a PyTorch file, never unpickling code (weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        from distilad.errors import DistiladError
+
+        raise DistiladError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    return sd

@@ -1,0 +1,148 @@
+"""Generate ``benchmarks/RESULTS.md`` from the per-run JSON files (never edit it by hand).
+
+Usage: ``python -m distilad.bench.results [results_dir] [RESULTS.md]``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distilad.bench.paper_values import paper_value
+from distilad.bench.record import read_json
+
+METRICS = [("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"),
+           ("aupro", "AUPRO@0.3"), ("pro_rd4ad_per_image", "PRO (RD4AD)")]
+
+
+def _fmt(values: list[float]) -> str:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return f"{100 * v[0]:.2f}"
+    return f"{100 * np.mean(v):.2f} ± {100 * np.std(v, ddof=1):.2f}"
+
+
+def _paper(method: str, dataset: str, protocol: str, cls: str, metric: str) -> str:
+    pv = paper_value(method, dataset, protocol, cls, metric)
+    return "" if pv is None else f"{100 * pv[0]:.1f}"
+
+
+def load_records(results_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for p in sorted(results_dir.glob("*.json")):
+        rec = read_json(p)
+        if rec is not None:
+            rec["_file"] = p.name
+            out.append(rec)
+    return out
+
+
+def _class_key(c: str) -> tuple[int, Any]:
+    return (0, int(c)) if c.isdigit() else (1, c)
+
+
+def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
+    """One table: rows = classes, columns = metrics (mean ± std over seeds), paper beside."""
+    r0 = recs[0]
+    method, dataset, protocol, config = r0["method"], r0["dataset"], r0["protocol"], r0["config"]
+    by_class: dict[str, list[dict]] = defaultdict(list)
+    for r in recs:
+        by_class[str(r["category"])].append(r)
+    present = [(k, n) for k, n in METRICS if any(k in r["metrics"] for r in recs)]
+    seeds = sorted({r["seed"] for r in recs})
+    lines = [f"### {method} · {dataset} · {protocol} · config `{config}`", ""]
+    p = r0.get("params", {})
+    keys = [k for k in ("backbone", "image_size", "epochs", "batch_size", "lr") if k in p]
+    lines.append("Parameters: " + ", ".join(f"{k}={p[k]}" for k in keys) +
+                 f"; seeds {seeds}; device {r0.get('device')} ({r0.get('cpu', '?')}, "
+                 f"{r0.get('torch_threads')} threads); commit {str(r0.get('git_commit'))[:12]}.")
+    lines.append("")
+    header = "| class | runs | " + " | ".join(f"{n} (ours) | paper" for _, n in present)
+    header += " | train s | teacher s | infer ms/img |"
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    for cls in sorted(by_class, key=_class_key):
+        rs = by_class[cls]
+        cells = [cls, str(len(rs))]
+        for k, _ in present:
+            cells += [_fmt([r["metrics"].get(k, math.nan) for r in rs]),
+                      _paper(method, dataset, protocol, cls, k)]
+        cells += [f"{np.mean([r['train_seconds'] for r in rs]):.0f}",
+                  f"{np.mean([r.get('teacher_feature_seconds', 0) for r in rs]):.1f}",
+                  f"{np.mean([r['inference_ms_per_image'] for r in rs]):.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(by_class) > 1:
+        # mean over classes, per seed; then mean ± std of those over seeds
+        cells = ["**mean**", str(len(recs))]
+        for k, _ in present:
+            per_seed = []
+            for s in seeds:
+                vals = [r["metrics"].get(k, math.nan) for r in recs if r["seed"] == s]
+                if len(vals) == len(by_class):
+                    per_seed.append(float(np.nanmean(vals)))
+            cells += [_fmt(per_seed), _paper(method, dataset, protocol, "mean", k)]
+        cells += [f"{np.sum([r['train_seconds'] for r in recs]):.0f} (sum)",
+                  f"{np.sum([r.get('teacher_feature_seconds', 0) for r in recs]):.0f} (sum)", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+        if any(len([r for r in recs if r["seed"] == s]) < len(by_class) for s in seeds):
+            lines += ["", "(incomplete sweep: the mean row counts only seeds with every class)"]
+    lines += ["", "Files: " + ", ".join(f"`{r['_file']}`" for r in recs[:3]) +
+              (f" and {len(recs) - 3} more" if len(recs) > 3 else ""), ""]
+    return lines
+
+
+def speed_section(recs: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Speed and memory", "",
+             "| model | device | threads | train img/s | infer ms/img (batch 1) | "
+             "infer ms/img (batch 16) | teacher ms/img (b1 / b16) | RD / teacher (b1 / b16) | "
+             "peak RSS MB | file |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in recs:
+        s = r["speed"]
+        lines.append(
+            f"| {r['model']} | {r['device']} | {r['torch_threads']} | "
+            f"{s.get('train_images_per_s', float('nan')):.1f} | {s['infer_ms_b1']:.1f} | "
+            f"{s['infer_ms_b16']:.1f} | {s['teacher_ms_b1']:.1f} / {s['teacher_ms_b16']:.1f} | "
+            f"{s['infer_ms_b1'] / s['teacher_ms_b1']:.2f} / "
+            f"{s['infer_ms_b16'] / s['teacher_ms_b16']:.2f} | {r['peak_rss_mb']:.0f} | "
+            f"`{r['_file']}` |")
+    return lines + [""]
+
+
+def render(records: list[dict[str, Any]]) -> str:
+    lines = ["# Benchmark results", "",
+             "Generated by `python -m distilad.bench.results` from `benchmarks/results/*.json`; "
+             "do not edit by hand. Values are percentages; `a ± b` is the mean and the sample "
+             "standard deviation over seeds. Paper values stand beside ours where the paper (or "
+             "its code) gives one; [R] marks a recalled, unverified value.", ""]
+    speed = [r for r in records if r.get("kind") == "speed"]
+    runs = [r for r in records if r.get("kind") != "speed" and "metrics" in r]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[(r["method"], r["dataset"], r["protocol"], r["config"])].append(r)
+    for method in sorted({k[0] for k in groups}):
+        lines += [f"## {method}", ""]
+        for key in sorted(k for k in groups if k[0] == method):
+            lines += sweep_section(groups[key])
+    if speed:
+        lines += speed_section(speed)
+    return "\n".join(lines)
+
+
+def write_results_md(results_dir: Path, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(render(load_records(results_dir)))
+    tmp.replace(out)
+    return out
+
+
+if __name__ == "__main__":
+    rd = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("benchmarks/results")
+    md = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("benchmarks/RESULTS.md")
+    print(write_results_md(rd, md))

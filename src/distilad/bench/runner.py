@@ -1,0 +1,219 @@
+"""``distilad bench``: method x dataset x protocol x class x seed sweeps that resume.
+
+Every finished run is one JSON file in the results folder, named by its run id; a run whose
+file exists is skipped, so an interrupted sweep (Ctrl-C, kill) continues where it stopped. Files
+are written atomically, so an interruption cannot leave a corrupt result. ``benchmarks/RESULTS.md``
+is regenerated from all files at the end (``python -m distilad.bench.results`` does it alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distilad.bench.record import environment, peak_rss_mb, read_json, write_json_atomic
+from distilad.errors import DistiladError
+
+MVTEC = "mvtec"
+NOVELTY = ("mnist", "fashion-mnist", "cifar10")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    dataset: str
+    protocol: str
+    cls: str
+    seed: int
+    params: tuple[tuple[str, Any], ...]
+    tag: str
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.method}_{self.dataset}_{self.protocol}_{self.cls}_seed{self.seed}_{self.tag}"
+
+
+def config_tag(params: dict[str, Any], name: str | None) -> str:
+    """A short, stable name for a parameter set (given, or a hash of the parameters)."""
+    if name:
+        return name
+    if not params:
+        return "default"
+    text = json.dumps(params, sort_keys=True)
+    return "cfg" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def parse_classes(text: str, dataset: str) -> list[str]:
+    """``0-9``, ``0,3,5`` or category names (``bottle``)."""
+    out: list[str] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part and all(p.isdigit() for p in part.split("-", 1)):
+            a, b = map(int, part.split("-", 1))
+            out.extend(str(i) for i in range(a, b + 1))
+        elif part:
+            out.append(part)
+    if dataset in NOVELTY:
+        bad = [c for c in out if not c.isdigit() or not 0 <= int(c) <= 9]
+        if bad:
+            raise DistiladError(f"{dataset}: classes are 0..9, got {', '.join(bad)}")
+    return out
+
+
+def load_task(spec: RunSpec, data_root: str | None) -> tuple[Any, Any, str]:
+    """(normal training images, labelled test images, description) for one run."""
+    if spec.dataset == MVTEC:
+        from distilad.cli import demo_data_path
+        from distilad.data import mvtec_test, mvtec_train
+
+        folder = None
+        root = data_root or os.environ.get("DISTILAD_DATA")
+        if root:
+            for cand in (Path(root) / "mvtec_ad" / spec.cls, Path(root) / spec.cls):
+                if cand.is_dir():
+                    folder = cand
+                    break
+        if folder is None and spec.cls == "bottle" and demo_data_path().is_dir():
+            folder = demo_data_path()
+        if folder is None:
+            raise DistiladError(f"MVTec category {spec.cls!r} not found: pass --data-root or set "
+                                "DISTILAD_DATA to a folder holding mvtec_ad/<category>")
+        return mvtec_train(folder), mvtec_test(folder), str(folder)
+    from distilad.data.novelty import make_novelty_split
+
+    split = make_novelty_split(spec.dataset, spec.protocol, int(spec.cls), root=data_root)
+    return split.train, split.test, split.description
+
+
+def execute(spec: RunSpec, data_root: str | None) -> dict[str, Any]:
+    """Fit, score and measure one run; returns the result record."""
+    import torch
+
+    import distilad
+    from distilad.evaluate import compute_metrics
+
+    train, test, desc = load_task(spec, data_root)
+    params = dict(spec.params)
+    params["seed"] = spec.seed
+    params.setdefault("progress", False)
+    det = distilad.create_detector(spec.method, **params)
+    t0 = time.perf_counter()
+    det.fit(train)
+    fit_seconds = time.perf_counter() - t0
+    result = det.score(test)
+    metrics = compute_metrics(test, result)
+    info = det.fit_info
+    epochs = info.get("epochs")
+    teacher_s = info.get("teacher_feature_seconds", 0.0)
+    student_s = max(info["train_seconds"] - teacher_s, 1e-9)
+    return {
+        "run_id": spec.run_id,
+        "method": spec.method,
+        "dataset": spec.dataset,
+        "category": spec.cls,
+        "protocol": spec.protocol,
+        "seed": spec.seed,
+        "config": spec.tag,
+        "params": {k: v for k, v in det.params.items() if k not in ("progress",)},
+        "data": desc,
+        "metrics": metrics,
+        "n_train": info["n_train"],
+        "n_holdout": info["n_holdout"],
+        "n_test": len(test),
+        "train_seconds": info["train_seconds"],
+        "teacher_feature_seconds": teacher_s,
+        "fit_seconds_total": round(fit_seconds, 3),
+        "train_images_per_s": (info["n_train"] * epochs / student_s) if epochs else None,
+        "inference_ms_per_image": 1000.0 * result.seconds / max(len(test), 1),
+        "inference_batch_size": det.params.get("score_batch_size"),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "fit_info": info,
+        "calibration": det.calibration.to_dict() if det.calibration else None,
+        **environment(str(det.device)),
+        "torch_threads": torch.get_num_threads(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="rd", help="method name (default rd)")
+    p.add_argument("--dataset", required=True,
+                   help="mvtec, mnist, fashion-mnist or cifar10")
+    p.add_argument("--protocol", default=None,
+                   help="one-class (default for novelty sets) or one-class-anomalous; "
+                        "mvtec uses 'mvtec'")
+    p.add_argument("--classes", default=None,
+                   help="novelty: 0-9 (default) or a list; mvtec: category names (bottle)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="method argument, value as JSON (repeatable)")
+    p.add_argument("--name", help="name of this configuration (default: a hash of --set)")
+    p.add_argument("--data-root", help="folder holding MNIST/, FashionMNIST/, cifar10-jpeg/, "
+                                       "mvtec_ad/ (default $DISTILAD_DATA)")
+    p.add_argument("--results", default="benchmarks/results", help="folder of per-run JSON files")
+    p.add_argument("--feature-cache", default=None,
+                   help="teacher-feature cache folder (default $DISTILAD_CACHE/features or "
+                        "~/.cache/distilad/features; 'none' to disable)")
+    p.add_argument("--no-markdown", action="store_true", help="do not regenerate RESULTS.md")
+    p.add_argument("--markdown", default="benchmarks/RESULTS.md", help="RESULTS.md to regenerate")
+
+
+def build_specs(args: argparse.Namespace) -> list[RunSpec]:
+    from distilad.cli import _parse_value
+
+    dataset = args.dataset
+    if dataset not in (MVTEC, *NOVELTY):
+        raise DistiladError(f"unknown dataset {dataset!r}; choose mvtec, {', '.join(NOVELTY)}")
+    protocol = args.protocol or (MVTEC if dataset == MVTEC else "one-class")
+    if dataset != MVTEC and protocol not in ("one-class", "one-class-anomalous"):
+        raise DistiladError(f"unknown protocol {protocol!r}; one-class or one-class-anomalous")
+    classes = parse_classes(args.classes or ("bottle" if dataset == MVTEC else "0-9"), dataset)
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    params: dict[str, Any] = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise DistiladError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        params[k.strip()] = _parse_value(v)
+    cache = args.feature_cache
+    if cache is None:
+        cache = str(Path(os.environ.get("DISTILAD_CACHE", Path.home() / ".cache" / "distilad"))
+                    / "features")
+    tag = config_tag(params, args.name)
+    if cache != "none":
+        params.setdefault("feature_cache", cache)
+    frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+    return [RunSpec(args.method, dataset, protocol, c, s, frozen, tag)
+            for c in classes for s in seeds]
+
+
+def main_bench(args: argparse.Namespace) -> int:
+    specs = build_specs(args)
+    results = Path(args.results)
+    todo = [s for s in specs if read_json(results / f"{s.run_id}.json") is None]
+    print(f"bench: {len(specs)} runs, {len(specs) - len(todo)} already done, {len(todo)} to run; "
+          f"results in {results}", flush=True)
+    t_start = time.perf_counter()
+    for k, spec in enumerate(todo, 1):
+        t0 = time.perf_counter()
+        record = execute(spec, args.data_root)
+        write_json_atomic(results / f"{spec.run_id}.json", record)
+        dt = time.perf_counter() - t0
+        elapsed = time.perf_counter() - t_start
+        eta = elapsed / k * (len(todo) - k)
+        auc = record["metrics"].get("image_auroc", float("nan"))
+        print(f"[{k}/{len(todo)}] {spec.run_id}: image AUROC {auc:.4f} in {dt:.0f} s "
+              f"(teacher {record['teacher_feature_seconds']:.0f} s); ETA {eta / 60:.1f} min",
+              flush=True)
+    if not args.no_markdown:
+        from distilad.bench.results import write_results_md
+
+        path = write_results_md(results, Path(args.markdown))
+        print(f"bench: wrote {path}")
+    return 0

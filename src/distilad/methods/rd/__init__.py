@@ -1,0 +1,1 @@
+"""Reverse Distillation (Deng & Li, CVPR 2022)."""

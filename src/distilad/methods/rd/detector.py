@@ -1,0 +1,121 @@
+"""Reverse Distillation detector: frozen teacher, trainable OCBE + decoder student."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from distilad.backbones import create_teacher
+from distilad.backbones.cache import teacher_features
+from distilad.data import ImageSet
+from distilad.data.transforms import iter_batches, resize_map
+from distilad.detector import Detector, register
+from distilad.methods.rd.model import Student, anomaly_map, rd_loss
+
+
+@register
+class ReverseDistillation(Detector):
+    """RD4AD (Deng & Li, CVPR 2022). See methods/rd/README.md for defaults and deviations."""
+
+    name = "rd"
+    defaults = {
+        "backbone": "efficientnet_lite0",
+        "weights": None,
+        "image_size": 256,
+        "epochs": 20,
+        "batch_size": 16,
+        "lr": 0.005,
+        "betas": (0.5, 0.999),
+        "sigma": 4.0,
+        "ocbe_blocks": 3,
+        "decoder_blocks": (3, 4, 6),
+        "score_batch_size": 16,
+        "feature_cache": None,
+    }
+
+    def _build(self) -> None:
+        p = self.params
+        weights = p["weights"]
+        if getattr(self, "_loading", False):
+            weights = "random"  # the teacher's tensors come from the model file
+        self.teacher = create_teacher(p["backbone"], weights).to(self.device)
+        if getattr(self, "_loading", False):
+            self.teacher.weights_id = self._teacher_id
+        signed = p["backbone"].startswith("efficientnet")
+        self.student = Student(tuple(self.teacher.channels), p["ocbe_blocks"],
+                               tuple(p["decoder_blocks"]), signed_features=signed).to(self.device)
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"teacher": self.teacher, "student": self.student}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"teacher": self.teacher.identity, "teacher_channels": list(self.teacher.channels)}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self._loading = True
+        self._teacher_id = state.get("teacher", "unknown").split("@")[-1]
+
+    def _fit(self, train: ImageSet, holdout: ImageSet) -> dict[str, Any]:
+        p = self.params
+        progress = bool(p["progress"])
+        t0 = time.perf_counter()
+        _, feats = teacher_features(self.teacher, train, p["image_size"], p["score_batch_size"],
+                                    self.device, p["feature_cache"], progress,
+                                    desc="teacher features (once)")
+        teacher_seconds = time.perf_counter() - t0
+        n = feats[0].shape[0]
+        opt = torch.optim.Adam(self.student.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
+        gen = torch.Generator().manual_seed(int(p["seed"]))
+        bs = int(p["batch_size"])
+        history = []
+        bar = tqdm(range(int(p["epochs"])), desc=f"rd fit ({n} images)", unit="epoch",
+                   disable=not progress)
+        for _ in bar:
+            self.student.train()
+            perm = torch.randperm(n, generator=gen)
+            total, count = 0.0, 0
+            for start in range(0, n, bs):
+                idx = perm[start:start + bs]
+                if len(idx) < 2 and n >= 2:  # BatchNorm needs 2+ samples; the official loader
+                    continue                # keeps such a batch, which would crash there too
+                t = [f[idx].to(self.device, non_blocking=True) for f in feats]
+                loss = rd_loss(t, self.student(t))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+            history.append(total / max(count, 1))
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+        self.student.eval()
+        return {"loss_history": [round(v, 5) for v in history],
+                "teacher_feature_seconds": round(teacher_seconds, 3),
+                "epochs": int(p["epochs"])}
+
+    @torch.inference_mode()
+    def _score(self, images: ImageSet) -> tuple[np.ndarray, list[np.ndarray]]:
+        p = self.params
+        size = int(p["image_size"])
+        self.student.eval()
+        scores: list[float] = []
+        maps: list[np.ndarray] = []
+        bar = tqdm(total=len(images), desc="rd score", unit="img",
+                   disable=not p["progress"] or len(images) < 64, leave=False)
+        for _, x, shapes in iter_batches(images, int(p["score_batch_size"]), size):
+            amap = self.map_tensor(x.to(self.device)).cpu()
+            scores.extend(amap.flatten(1).max(1).values.tolist())
+            for m, hw in zip(amap.numpy(), shapes, strict=True):
+                maps.append(resize_map(m, hw))
+            bar.update(len(x))
+        bar.close()
+        return np.asarray(scores), maps
+
+    def map_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) preprocessed images -> (B, S, S) anomaly maps (no resizing back)."""
+        t = self.teacher(x)
+        s = self.student(t)
+        return anomaly_map(t, s, x.shape[-1], float(self.params["sigma"]))
