@@ -296,11 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except DistiladError as e:
-        print(f"distilad: error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        print(f"distilad: error: {e}", file=sys.stderr)
+    except (DistiladError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        # one line, even when the message embeds a multi-line message from torch
+        msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"distilad: error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("distilad: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ import numpy as np
 from distilad import metrics
 from distilad.data import ImageSet, as_image_set
 from distilad.detector import Detector, ScoreResult
+from distilad.errors import DataError
 
 
 def evaluate(detector: Detector, data: Any) -> tuple[dict[str, float], ScoreResult, ImageSet]:
@@ -20,7 +21,8 @@ def evaluate(detector: Detector, data: Any) -> tuple[dict[str, float], ScoreResu
     """
     images = as_image_set(data, split="test")
     if images.labels is None:
-        raise ValueError("evaluation needs labelled images (an MVTec-style test folder or labels)")
+        raise DataError("evaluation needs labelled images (an MVTec-style category folder with "
+                        "test/good and test/<defect> sub-folders, or an ImageSet with labels)")
     result = detector.score(images)
     return compute_metrics(images, result), result, images
 

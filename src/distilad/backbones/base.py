@@ -61,17 +61,23 @@ def file_fingerprint(path: str | Path) -> str:
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Load tensors from .safetensors or a PyTorch file, never unpickling code (weights_only)."""
+    from distilad.errors import DistiladError
+
     path = Path(path)
     if not path.is_file():
-        from distilad.errors import DistiladError
-
         raise DistiladError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # garbage, truncated, or a pickle that is not plain tensors
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise DistiladError(f"cannot read weights file {path} ({type(e).__name__}: {first})") from e
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
+    if not isinstance(sd, dict):
+        raise DistiladError(f"weights file {path} holds a {type(sd).__name__}, not a state dict")
     return sd

@@ -39,6 +39,10 @@ class ImageSet:
     def __getitem__(self, i: int) -> np.ndarray:
         return self.image(i)
 
+    def image_shape(self, i: int) -> tuple[int, int]:
+        """(H, W) of image ``i`` (subclasses answer without decoding where they can)."""
+        return tuple(self.image(i).shape[:2])
+
     def subset(self, indices: Sequence[int]) -> ImageSet:
         """A view on the images at ``indices`` (labels, masks and names follow)."""
         return SubsetImageSet(self, list(indices))
@@ -70,6 +74,9 @@ class SubsetImageSet(ImageSet):
 
     def image(self, i: int) -> np.ndarray:
         return self.parent.image(self.indices[i])
+
+    def image_shape(self, i: int) -> tuple[int, int]:
+        return self.parent.image_shape(self.indices[i])
 
     def mask(self, i: int) -> np.ndarray | None:
         return self.parent.mask(self.indices[i])
@@ -128,6 +135,9 @@ class ArrayImageSet(ImageSet):
 
     def image(self, i: int) -> np.ndarray:
         return to_float_image(self.array[i])
+
+    def image_shape(self, i: int) -> tuple[int, int]:
+        return tuple(self.array.shape[1:3])
 
     def mask(self, i: int) -> np.ndarray | None:
         return None if self.masks is None else self.masks[i]

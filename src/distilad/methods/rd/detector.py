@@ -14,6 +14,7 @@ from distilad.backbones.cache import teacher_features
 from distilad.data import ImageSet
 from distilad.data.transforms import iter_batches, resize_map
 from distilad.detector import Detector, register
+from distilad.errors import DistiladError
 from distilad.methods.rd.model import Student, anomaly_map, rd_loss
 
 
@@ -35,10 +36,13 @@ class ReverseDistillation(Detector):
         "decoder_blocks": (3, 4, 6),
         "score_batch_size": 16,
         "feature_cache": None,
+        "image_score": "max",
     }
 
     def _build(self) -> None:
         p = self.params
+        if p["image_score"] not in ("max", "mean"):
+            raise DistiladError(f"rd: image_score must be 'max' or 'mean', got {p['image_score']!r}")
         weights = p["weights"]
         if getattr(self, "_loading", False):
             weights = "random"  # the teacher's tensors come from the model file
@@ -103,16 +107,41 @@ class ReverseDistillation(Detector):
         self.student.eval()
         scores: list[float] = []
         maps: list[np.ndarray] = []
+        if p["feature_cache"] is not None:
+            return self._score_cached(images)
         bar = tqdm(total=len(images), desc="rd score", unit="img",
                    disable=not p["progress"] or len(images) < 64, leave=False)
         for _, x, shapes in iter_batches(images, int(p["score_batch_size"]), size):
             amap = self.map_tensor(x.to(self.device)).cpu()
-            scores.extend(amap.flatten(1).max(1).values.tolist())
+            scores.extend(self._pool(amap).tolist())
             for m, hw in zip(amap.numpy(), shapes, strict=True):
                 maps.append(resize_map(m, hw))
             bar.update(len(x))
         bar.close()
         return np.asarray(scores), maps
+
+    def _score_cached(self, images: ImageSet) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Scoring through the teacher-feature cache (benchmarks: one teacher pass per test set,
+        shared by every class and seed). Maps stay at model resolution for same-size inputs."""
+        p = self.params
+        size = int(p["image_size"])
+        _, feats = teacher_features(self.teacher, images, size, 256, self.device,
+                                    p["feature_cache"], bool(p["progress"]), "teacher (test)")
+        scores: list[float] = []
+        maps: list[np.ndarray] = []
+        bs = 256
+        for start in range(0, feats[0].shape[0], bs):
+            t = [f[start:start + bs].to(self.device) for f in feats]
+            amap = anomaly_map(t, self.student(t), size, float(p["sigma"])).cpu()
+            scores.extend(self._pool(amap).tolist())
+            for j, m in enumerate(amap.numpy()):
+                maps.append(resize_map(m, images.image_shape(start + j)))
+        return np.asarray(scores), maps
+
+    def _pool(self, amap: torch.Tensor) -> torch.Tensor:
+        """(B, S, S) maps -> (B,) image scores: max (default, as RD4AD) or mean."""
+        flat = amap.flatten(1)
+        return flat.max(1).values if self.params["image_score"] == "max" else flat.mean(1)
 
     def map_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) preprocessed images -> (B, S, S) anomaly maps (no resizing back)."""

@@ -1,0 +1,199 @@
+"""Tests of the frozen teachers: real ImageNet weights, taps, freezing, weights files."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from distilad.backbones import create_teacher
+from distilad.backbones.base import file_fingerprint, load_state_dict_file
+from distilad.backbones.efficientnet_lite import EfficientNetLiteTeacher, build_timm_lite
+from distilad.backbones.timm_cnn import IMAGENET_MEAN, IMAGENET_STD, TimmCNNTeacher
+from distilad.errors import DistiladError
+
+
+@pytest.fixture(scope="module")
+def lite0() -> EfficientNetLiteTeacher:
+    return create_teacher("efficientnet_lite0")
+
+
+def _imagenet_input(path: Path) -> torch.Tensor:
+    """Shorter side 256 (bilinear), centre crop 224, (x - 0.5) / 0.5: (1, 3, 224, 224)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        s = 256 / min(w, h)
+        im = im.resize((round(w * s), round(h * s)), Image.BILINEAR)
+        w, h = im.size
+        left, top = (w - 224) // 2, (h - 224) // 2
+        im = im.crop((left, top, left + 224, top + 224))
+        x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    return (x - 0.5) / 0.5
+
+
+def test_lite0_imagenet_weights_classify_real_photos(shared_data: Path) -> None:
+    folder = shared_data / "imagenet-sample"
+    if not (folder / "coffee.png").is_file() or not (folder / "chelsea.png").is_file():
+        pytest.skip(f"{folder} with coffee.png and chelsea.png not found")
+    model, wid = build_timm_lite("efficientnet_lite0")
+    assert len(wid) == 16 and wid != "random"
+    x = torch.cat([_imagenet_input(folder / "coffee.png"), _imagenet_input(folder / "chelsea.png")])
+    with torch.inference_mode():
+        p = model(x).softmax(-1)
+    top = p.argmax(-1).tolist()
+    assert top[0] == 967, f"coffee.png top-1 {top[0]} (expected 967 espresso)"
+    assert 281 <= top[1] <= 285, f"chelsea.png top-1 {top[1]} (expected a cat, 281-285)"
+    assert p[0, 967] > 0.5  # confidently espresso (0.957 with correct weights)
+    assert p[1, 281:286].sum() > 0.5
+
+
+def test_lite0_random_differs_from_packaged() -> None:
+    rnd, wid = build_timm_lite("efficientnet_lite0", "random")
+    assert wid == "random"
+    real, _ = build_timm_lite("efficientnet_lite0")
+    assert not torch.equal(rnd.conv_stem.weight, real.conv_stem.weight)
+
+
+def test_lite0_teacher_taps(lite0: EfficientNetLiteTeacher) -> None:
+    assert lite0.channels == (24, 40, 112) and lite0.strides == (4, 8, 16)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        f = lite0(x)
+    assert [tuple(t.shape) for t in f] == [(2, 24, 16, 16), (2, 40, 8, 8), (2, 112, 4, 4)]
+    # non-square input
+    with torch.inference_mode():
+        g = lite0(torch.rand(1, 3, 64, 96))
+    assert [tuple(t.shape[2:]) for t in g] == [(16, 24), (8, 12), (4, 6)]
+    # the taps are linear projections (signed), not ReLU outputs
+    assert all((t < 0).any() for t in f)
+
+
+def test_lite0_taps_match_timm_features_only(lite0: EfficientNetLiteTeacher) -> None:
+    """The teacher's taps equal timm's own stride-4/8/16 feature maps with the same weights."""
+    full, _ = build_timm_lite("efficientnet_lite0")
+    feat = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True,
+                             out_indices=(1, 2, 3)).eval()
+    missing, _ = feat.load_state_dict(full.state_dict(), strict=False)
+    assert not missing
+    assert feat.feature_info.channels() == [24, 40, 112]
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ours = lite0(x)
+        ref = feat((x - 0.5) / 0.5)
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_teacher_is_frozen(lite0: EfficientNetLiteTeacher) -> None:
+    params = list(lite0.parameters())
+    assert params and not any(p.requires_grad for p in params)
+    lite0.train()
+    assert not lite0.training and not any(m.training for m in lite0.modules())
+    bn = next(m for m in lite0.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    lite0(torch.rand(2, 3, 64, 64) * 5)  # would update BatchNorm statistics in training mode
+    torch.testing.assert_close(bn.running_mean, before, rtol=0, atol=0)
+    assert lite0.identity.startswith("efficientnet_lite0@") and "random" not in lite0.identity
+
+
+def test_resnet18_random_and_no_weights() -> None:
+    t = create_teacher("resnet18", "random")
+    assert isinstance(t, TimmCNNTeacher)
+    assert t.channels == (64, 128, 256) and t.strides == (4, 8, 16)
+    assert t.identity == "resnet18@random"
+    with torch.inference_mode():
+        f = t(torch.rand(1, 3, 64, 64))
+    assert [tuple(x.shape) for x in f] == [(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4)]
+    assert not any(p.requires_grad for p in t.parameters())
+    with pytest.raises(DistiladError, match="weights"):
+        create_teacher("resnet18")
+    with pytest.raises(DistiladError, match="weights"):
+        create_teacher("resnet18", None)
+    with pytest.raises(DistiladError, match="unknown teacher"):
+        create_teacher("no_such_net_xyz", "random")
+
+
+def _resnet18_reference_features(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    h = (x - mean) / std
+    h = model.maxpool(model.act1(model.bn1(model.conv1(h))))
+    f1 = model.layer1(h)
+    f2 = model.layer2(f1)
+    f3 = model.layer3(f2)
+    return [f1, f2, f3]
+
+
+@pytest.mark.parametrize("fmt", ["pth", "wrapped", "safetensors"])
+def test_resnet18_weights_file(tmp_path: Path, fmt: str) -> None:
+    torch.manual_seed(123)
+    ref = timm.create_model("resnet18", pretrained=False).eval()
+    # non-trivial BatchNorm statistics so that a wrongly loaded file would show
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    sd = ref.state_dict()
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        path = tmp_path / "r18.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        path = tmp_path / "r18.pth"
+        torch.save({"state_dict": sd, "epoch": 3} if fmt == "wrapped" else sd, path)
+    t = create_teacher("resnet18", path)
+    assert t.weights_id == file_fingerprint(path) and len(t.weights_id) == 16
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ours = t(x)
+        want = _resnet18_reference_features(ref, x)
+    for a, b in zip(ours, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # a random teacher gives different features
+    with torch.inference_mode():
+        other = create_teacher("resnet18", "random")(x)
+    assert not torch.allclose(other[0], ours[0])
+
+
+def test_weights_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(DistiladError, match="not found"):
+        create_teacher("resnet18", tmp_path / "missing.pth")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00\x01garbage" * 100)
+    with pytest.raises(DistiladError, match="garbage.pth"):
+        create_teacher("resnet18", garbage)
+    bad_st = tmp_path / "garbage.safetensors"
+    bad_st.write_bytes(b"\xff" * 64)
+    with pytest.raises(DistiladError, match="garbage.safetensors"):
+        load_state_dict_file(bad_st)
+    # weights of another network do not fit
+    small = tmp_path / "small.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, small)
+    with pytest.raises(DistiladError, match="does not fit"):
+        create_teacher("resnet18", small)
+    # a tensor, not a state dict
+    tensor_file = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), tensor_file)
+    with pytest.raises(DistiladError, match="state dict"):
+        create_teacher("resnet18", tensor_file)
+
+
+class _Evil:
+    def __reduce__(self):  # executed by a plain pickle.load
+        return (Path("/nonexistent-distilad-test").mkdir, ())
+
+
+def test_weights_file_is_never_unpickled_as_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"conv1.weight": _Evil()}, f, protocol=2)
+    with pytest.raises(DistiladError, match="evil.pth"):
+        load_state_dict_file(path)
+    assert not Path("/nonexistent-distilad-test").exists()

@@ -1,0 +1,282 @@
+"""Tests of the benchmark runner (resumable sweeps, result files, RESULTS.md) and of the
+teacher-feature cache that sweeps rely on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distilad.backbones import create_teacher
+from distilad.backbones.cache import cache_key, teacher_features
+from distilad.bench import runner
+from distilad.bench.results import render
+from distilad.cli import EXIT_USER_ERROR, main
+from distilad.data import ArrayImageSet
+from distilad.errors import DistiladError
+
+DOCUMENTED_KEYS = {"method", "dataset", "category", "protocol", "seed", "metrics", "train_seconds",
+                   "inference_ms_per_image", "peak_rss_mb", "device", "distilad_version",
+                   "torch_version", "git_commit", "command"}
+
+
+@pytest.fixture
+def bench_env(tmp_path: Path, tiny_mvtec: Path) -> dict[str, Path]:
+    root = tiny_mvtec.parent.parent  # tiny_mvtec is <tmp>/mvtec/tiny
+    (root / "mvtec_ad").mkdir()
+    tiny_mvtec.rename(root / "mvtec_ad" / "tiny")
+    return {"root": root, "results": tmp_path / "results", "md": tmp_path / "RESULTS.md",
+            "cache": tmp_path / "cache"}
+
+
+def _bench_argv(env: dict[str, Path]) -> list[str]:
+    return ["bench", "--dataset", "mvtec", "--classes", "tiny", "--seeds", "0,1",
+            "--data-root", str(env["root"]), "--set", "epochs=1", "--set", "image_size=64",
+            "--set", "device=\"cpu\"", "--results", str(env["results"]), "--markdown",
+            str(env["md"]), "--feature-cache", str(env["cache"])]
+
+
+def _fmt(values: list[float]) -> str:
+    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f}"
+
+
+def test_bench_runs_resumes_and_redoes_broken_results(
+        bench_env: dict[str, Path], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = _bench_argv(bench_env)
+    results, md, cache = bench_env["results"], bench_env["md"], bench_env["cache"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 0 already done, 2 to run" in out
+    files = sorted(results.glob("*.json"))
+    assert [f.name.split("_seed")[0] for f in files] == ["rd_mvtec_mvtec_tiny"] * 2
+    recs = [json.loads(f.read_text()) for f in files]
+    for seed, rec in zip((0, 1), recs, strict=True):
+        assert DOCUMENTED_KEYS <= set(rec), DOCUMENTED_KEYS - set(rec)
+        assert rec["method"] == "rd" and rec["dataset"] == "mvtec" and rec["protocol"] == "mvtec"
+        assert rec["category"] == "tiny" and rec["seed"] == seed and rec["device"] == "cpu"
+        assert rec["params"]["epochs"] == 1 and rec["params"]["image_size"] == 64
+        assert rec["params"]["seed"] == seed
+        assert rec["n_train"] == 11 and rec["n_holdout"] == 1 and rec["n_test"] == 12
+        for key in ("image_auroc", "pixel_auroc", "aupro"):
+            assert 0.0 <= rec["metrics"][key] <= 1.0
+        assert rec["train_seconds"] > 0 and rec["inference_ms_per_image"] > 0
+        assert rec["peak_rss_mb"] > 50
+        assert rec["run_id"] + ".json" == files[seed].name
+        assert rec["data"].endswith("mvtec_ad/tiny")
+        import distilad
+
+        assert rec["distilad_version"] == distilad.__version__
+        assert rec["torch_version"] == torch.__version__
+    # the held-out image depends on the seed
+    assert recs[0]["fit_info"]["loss_history"] != recs[1]["fit_info"]["loss_history"]
+    # the whole training set is cached once for both seeds (hold-out splits index into it); at
+    # most one more entry, for the test set, and none per seed
+    from distilad.backbones.cache import cache_key
+    from distilad.data import mvtec_train
+
+    entries = {p.stem for p in cache.glob("*.safetensors")}
+    train_key = cache_key(create_teacher("efficientnet_lite0"),
+                          mvtec_train(bench_env["root"] / "mvtec_ad" / "tiny"), 64)
+    assert train_key in entries and len(entries) <= 2
+
+    text = md.read_text()
+    assert "## rd" in text and "### rd · mvtec · mvtec · config" in text
+    row = next(line for line in text.splitlines() if line.startswith("| tiny |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "2"
+    assert cells[2] == _fmt([r["metrics"]["image_auroc"] for r in recs])
+    assert "image AUROC (ours)" in text and "pixel AUROC (ours)" in text
+
+    # --- a second run skips both: nothing is trained, the files are untouched -------------------
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+
+    def no_run(*a, **k):
+        raise AssertionError("a finished run was executed again")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(runner, "execute", no_run)
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 2 already done, 0 to run" in out
+    assert {f: f.stat().st_mtime_ns for f in files} == mtimes
+
+    # --- simulate a kill mid-write: a truncated result and a leftover temp file ----------------
+    files[0].write_text(files[0].read_text()[:100])  # corrupt JSON
+    leftover = results / f".{files[1].name}.99999.tmp"
+    leftover.write_text(files[1].read_text()[:50])
+    files[1].unlink()
+    calls = []
+    real_execute = runner.execute
+
+    def counting(spec, data_root):
+        calls.append(spec.seed)
+        return real_execute(spec, data_root)
+
+    import distilad.backbones.cache as cache_mod
+
+    def no_teacher(*a, **k):
+        raise AssertionError("teacher features were recomputed despite the cache")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(runner, "execute", counting)
+        mp.setattr(cache_mod, "iter_batches", no_teacher)
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 0 already done, 2 to run" in out
+    assert calls == [0, 1]
+    redone = [json.loads(f.read_text()) for f in files]
+    assert [r["seed"] for r in redone] == [0, 1]
+    # same seed, same data, same cached features: the same numbers again
+    for a, b in zip(recs, redone, strict=True):
+        assert a["fit_info"]["loss_history"] == b["fit_info"]["loss_history"]
+        assert a["metrics"]["image_auroc"] == pytest.approx(b["metrics"]["image_auroc"])
+    assert {p.stem for p in cache.glob("*.safetensors")} == entries
+    # the temp file is not a result
+    row = next(line for line in md.read_text().splitlines() if line.startswith("| tiny |"))
+    assert row.split("|")[2].strip() == "2"
+
+
+def test_bench_user_errors(bench_env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    base = _bench_argv(bench_env)
+    for change, needle in [(("--classes", "nosuch"), "nosuch"), (("--dataset", "imagenet"), "imagenet")]:
+        argv = list(base)
+        argv[argv.index(change[0]) + 1] = change[1]
+        assert main(argv) == EXIT_USER_ERROR
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("distilad: error:") and needle in err[0]
+    assert not bench_env["results"].exists()
+
+
+def test_classes_tags_and_specs() -> None:
+    assert runner.parse_classes("0-2,5", "mnist") == ["0", "1", "2", "5"]
+    assert runner.parse_classes("bottle, cable", "mvtec") == ["bottle", "cable"]
+    with pytest.raises(DistiladError, match="10"):
+        runner.parse_classes("10", "mnist")
+    a = runner.config_tag({"epochs": 1, "image_size": 64}, None)
+    assert a == runner.config_tag({"image_size": 64, "epochs": 1}, None) and a.startswith("cfg")
+    assert a != runner.config_tag({"epochs": 2, "image_size": 64}, None)
+    assert runner.config_tag({}, None) == "default" and runner.config_tag({"x": 1}, "mine") == "mine"
+    import argparse
+
+    p = argparse.ArgumentParser()
+    runner.add_bench_arguments(p)
+    specs = runner.build_specs(p.parse_args(["--dataset", "mnist", "--classes", "3,4", "--seeds",
+                                             "0,1", "--set", "epochs=2", "--feature-cache", "none"]))
+    assert len(specs) == 4 and {s.protocol for s in specs} == {"one-class"}
+    assert specs[0].run_id == f"rd_mnist_one-class_3_seed0_{runner.config_tag({'epochs': 2}, None)}"
+    assert dict(specs[0].params) == {"epochs": 2}
+    # the cache folder is not part of the configuration tag
+    cached = runner.build_specs(p.parse_args(["--dataset", "mnist", "--classes", "3", "--set",
+                                              "epochs=2", "--feature-cache", "/tmp/x"]))
+    assert cached[0].tag == specs[0].tag and dict(cached[0].params)["feature_cache"] == "/tmp/x"
+
+
+def _rec(cls: str, seed: int, auroc: float) -> dict:
+    return {"method": "rd", "dataset": "mnist", "protocol": "one-class", "config": "c1",
+            "category": cls, "seed": seed, "metrics": {"image_auroc": auroc}, "params": {},
+            "train_seconds": 10.0, "teacher_feature_seconds": 1.0, "inference_ms_per_image": 2.0,
+            "device": "cpu", "torch_threads": 1, "git_commit": "abc", "_file": f"{cls}-{seed}.json"}
+
+
+def test_render_means_over_complete_seeds_only() -> None:
+    assert render([]).startswith("# Benchmark results")
+    recs = [_rec("0", 0, 0.90), _rec("1", 0, 0.70), _rec("0", 1, 0.80), _rec("1", 1, 0.60),
+            _rec("0", 2, 0.50)]  # seed 2 lacks class 1
+    text = render(recs)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| ")}
+    assert rows["0"][1] == "3" and rows["0"][2] == _fmt([0.9, 0.8, 0.5])
+    assert rows["1"][1] == "2" and rows["1"][2] == _fmt([0.7, 0.6])
+    # mean over classes per seed (0.8 and 0.7), then mean ± std over seeds; seed 2 left out
+    assert rows["**mean**"][2] == _fmt([0.8, 0.7]) == "75.00 ± 7.07"
+    assert rows["**mean**"][3] == "99.3"  # the paper's MNIST mean beside ours
+    assert "incomplete sweep" in text
+
+
+# --- teacher-feature cache -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rnd_teacher():
+    return create_teacher("efficientnet_lite0", "random")
+
+
+def test_teacher_features_cache(tmp_path: Path, rnd_teacher, monkeypatch: pytest.MonkeyPatch) -> None:
+    import distilad.backbones.cache as cache_mod
+
+    rng = np.random.default_rng(0)
+    images = ArrayImageSet((rng.random((5, 40, 40, 3)) * 255).astype(np.uint8))
+    x0, f0 = teacher_features(rnd_teacher, images, 32, batch_size=2)
+    assert tuple(x0.shape) == (5, 3, 32, 32)
+    assert [tuple(f.shape) for f in f0] == [(5, 24, 8, 8), (5, 40, 4, 4), (5, 112, 2, 2)]
+    # batching does not change the features (teacher in eval mode)
+    with torch.inference_mode():
+        direct = rnd_teacher(x0[3:4])
+    torch.testing.assert_close(f0[1][3:4], direct[1], rtol=1e-5, atol=1e-5)
+
+    cache = tmp_path / "cache"
+    x1, f1 = teacher_features(rnd_teacher, images, 32, batch_size=2, cache_dir=cache)
+    entries = list(cache.glob("*.safetensors"))
+    assert len(entries) == 1 and not list(cache.glob("*.tmp"))
+    assert entries[0].stem == cache_key(rnd_teacher, images, 32)
+    assert torch.equal(x1, x0) and all(torch.equal(a, b) for a, b in zip(f1, f0, strict=True))
+
+    # a second call reads the file: the teacher is not run
+    with monkeypatch.context() as mp:
+        mp.setattr(cache_mod, "iter_batches", lambda *a, **k: (_ for _ in ()).throw(
+            AssertionError("teacher ran despite the cache")))
+        x2, f2 = teacher_features(rnd_teacher, images, 32, cache_dir=cache)
+        assert torch.equal(x2, x0) and all(torch.equal(a, b) for a, b in zip(f2, f0, strict=True))
+        # subsets (hold-out splits) index into the parent's entry
+        sub = images.subset([4, 1])
+        xs, fs = teacher_features(rnd_teacher, sub, 32, cache_dir=cache)
+        assert torch.equal(xs, x0[[4, 1]]) and torch.equal(fs[2], f0[2][[4, 1]])
+        # a subset of a subset too
+        xss, _ = teacher_features(rnd_teacher, sub.subset([1]), 32, cache_dir=cache)
+        assert torch.equal(xss, x0[[1]])
+    assert len(list(cache.glob("*.safetensors"))) == 1
+
+    # other size / other pixels / other teacher weights: other entries
+    teacher_features(rnd_teacher, images, 64, cache_dir=cache)
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    other = ArrayImageSet((rng.random((5, 40, 40, 3)) * 255).astype(np.uint8))
+    assert cache_key(rnd_teacher, other, 32) != cache_key(rnd_teacher, images, 32)
+    relabelled = ArrayImageSet(images.array, labels=[0, 0, 0, 0, 0])
+    assert cache_key(rnd_teacher, relabelled, 32) == cache_key(rnd_teacher, images, 32)
+    real = create_teacher("efficientnet_lite0")
+    assert cache_key(real, images, 32) != cache_key(rnd_teacher, images, 32)
+
+    # a damaged entry is recomputed, not trusted
+    entries[0].write_bytes(b"broken" * 10)
+    x3, f3 = teacher_features(rnd_teacher, images, 32, batch_size=2, cache_dir=cache)
+    assert torch.equal(x3, x0) and all(torch.equal(a, b) for a, b in zip(f3, f0, strict=True))
+    from safetensors.torch import load_file
+
+    assert set(load_file(str(entries[0]))) == {"x", "f0", "f1", "f2"}
+
+
+def test_rd_fit_uses_feature_cache(tmp_path: Path, tiny_mvtec: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import distilad
+    import distilad.backbones.cache as cache_mod
+
+    params = dict(image_size=64, epochs=1, progress=False, device="cpu",
+                  feature_cache=str(tmp_path / "fc"))
+    a = distilad.create_detector("rd", **params).fit(tiny_mvtec)
+    assert len(list((tmp_path / "fc").glob("*.safetensors"))) == 1
+    with monkeypatch.context() as mp:
+        mp.setattr(cache_mod, "iter_batches", lambda *a, **k: (_ for _ in ()).throw(
+            AssertionError("teacher ran despite the cache")))
+        b = distilad.create_detector("rd", **params).fit(tiny_mvtec)
+        # another seed holds out another image, still from the same cache entry
+        c = distilad.create_detector("rd", **{**params, "seed": 3}).fit(tiny_mvtec)
+    assert a.fit_info["loss_history"] == b.fit_info["loss_history"]
+    assert c.fit_info["n_train"] == 11
+    assert len(list((tmp_path / "fc").glob("*.safetensors"))) == 1
+    # cached and uncached training give the same model
+    d = distilad.create_detector("rd", **{**params, "feature_cache": None}).fit(tiny_mvtec)
+    assert d.fit_info["loss_history"] == a.fit_info["loss_history"]

@@ -1,0 +1,202 @@
+"""Tests of the command line, run in-process through ``distilad.cli.main``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from distilad.cli import EXIT_USER_ERROR, main
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip("\n").splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
+    assert lines[0].startswith("distilad: error:")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory, _tiny_mvtec_master: Path) -> Path:
+    out = tmp_path_factory.mktemp("cli-model") / "tiny.distilad"
+    rc = main(["fit", "rd", str(_tiny_mvtec_master), "-o", str(out), "--epochs", "1",
+               "--image-size", "64", "--device", "cpu", "-q"])
+    assert rc == 0 and out.is_file()
+    return out
+
+
+def test_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "methods:" in out
+    assert any(line.split()[:1] == ["rd"] for line in out.splitlines())
+    assert "efficientnet_lite0" in out and "resnet18" in out
+
+
+def test_fit_writes_model(model_file: Path, tmp_path: Path, tiny_mvtec: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    from distilad.detector import read_model_config
+
+    cfg = read_model_config(model_file)
+    assert cfg["method"] == "rd" and cfg["params"]["epochs"] == 1
+    assert cfg["params"]["image_size"] == 64 and cfg["params"]["progress"] is False
+    assert cfg["fit_info"]["n_train"] == 11 and cfg["fit_info"]["n_holdout"] == 1
+    # --set passes any argument; the summary line names counts and the output
+    out = tmp_path / "sub" / "m.distilad"
+    rc = main(["fit", "rd", str(tiny_mvtec), "-o", str(out), "--epochs", "1", "--image-size",
+               "64", "--device", "cpu", "--set", "holdout_fraction=0.25", "--set",
+               "decoder_blocks=[1,1,1]", "-q"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "on 9 images (3 held out" in text and str(out) in text
+    cfg = read_model_config(out)
+    assert cfg["params"]["holdout_fraction"] == 0.25 and cfg["params"]["decoder_blocks"] == [1, 1, 1]
+
+
+def test_test_writes_metrics_and_report(model_file: Path, tiny_mvtec: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    assert main(["test", str(model_file), str(tiny_mvtec), "-o", str(out), "--device", "cpu"]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    m = doc["metrics"]
+    for key in ("image_auroc", "pixel_auroc", "aupro"):
+        assert key in m and 0.0 <= m[key] <= 1.0
+    assert m["n_images"] == 12 and m["n_anomalous"] == 9
+    assert len(doc["images"]) == 12
+    assert sum(i["label"] for i in doc["images"]) == 9
+    assert all(i["predicted"] in (0, 1) and 0 <= i["normalized_score"] <= 1 for i in doc["images"])
+    assert doc["model"]["method"] == "rd"
+    html = (out / "report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "</html>" in html
+    printed = capsys.readouterr().out
+    assert "image AUROC" in printed and f"{m['image_auroc']:.4f}" in printed
+    # a second run into the same folder needs --overwrite
+    assert main(["test", str(model_file), str(tiny_mvtec), "-o", str(out), "--overwrite"]) == 0
+
+
+def test_predict_folder(model_file: Path, tiny_mvtec: Path, tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    inputs = tmp_path / "inputs"
+    shutil.copytree(tiny_mvtec / "test" / "broken_large", inputs / "a")
+    Image.fromarray(np.full((48, 80), 128, np.uint8), mode="L").save(inputs / "gray.png")
+    out = tmp_path / "pred"
+    assert main(["predict", str(model_file), str(inputs), "-o", str(out), "--device", "cpu"]) == 0
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    assert set(rows[0]) == {"file", "score", "normalized_score", "label"}
+    assert {Path(r["file"]).name for r in rows} == {"000.jpg", "001.jpg", "002.jpg", "gray.png"}
+    for r in rows:
+        assert r["label"] in ("0", "1") and 0.0 <= float(r["normalized_score"]) <= 1.0
+        assert (float(r["normalized_score"]) > 0.5) == (r["label"] == "1")
+    pngs = sorted((out / "overlays").glob("*.png"))
+    assert len(pngs) == 4
+    sizes = {p.name.split("_", 1)[1]: Image.open(p).size for p in pngs}
+    assert sizes["gray.png"] == (80, 48) and sizes["000.png"] == (64, 64)
+    doc = json.loads((out / "predictions.json").read_text())
+    assert len(doc["predictions"]) == 4 and isinstance(doc["threshold"], float)
+    printed = capsys.readouterr().out
+    assert "of 4 images anomalous" in printed
+    # single files work too
+    out2 = tmp_path / "pred2"
+    assert main(["predict", str(model_file), str(inputs / "gray.png"), "-o", str(out2)]) == 0
+    assert len((out2 / "predictions.csv").read_text().splitlines()) == 2
+
+
+def test_user_errors_are_one_line_exit_2(model_file: Path, tiny_mvtec: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    def err(argv: list[str]) -> str:
+        capsys.readouterr()
+        assert main(argv) == EXIT_USER_ERROR
+        return _one_error_line(capsys.readouterr().err)
+
+    assert "no-such-method" in err(["fit", "no-such-method", str(tiny_mvtec), "-o",
+                                    str(tmp_path / "a.distilad")])
+    missing = tmp_path / "missing-folder"
+    assert str(missing) in err(["fit", "rd", str(missing), "-o", str(tmp_path / "b.distilad")])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert str(empty) in err(["fit", "rd", str(empty), "-o", str(tmp_path / "c.distilad"), "-q"])
+    assert not (tmp_path / "c.distilad").exists()
+    assert "bogus" in err(["fit", "rd", str(tiny_mvtec), "-o", str(tmp_path / "d.distilad"),
+                           "--set", "bogus=1"])
+    assert "KEY=VALUE" in err(["fit", "rd", str(tiny_mvtec), "-o", str(tmp_path / "d.distilad"),
+                               "--set", "novalue"])
+    corrupt = tmp_path / "corrupt.distilad"
+    corrupt.write_bytes(b"\x00garbage\xff" * 50)
+    assert "corrupt.distilad" in err(["test", str(corrupt), str(tiny_mvtec), "-o",
+                                      str(tmp_path / "r1")])
+    assert "corrupt.distilad" in err(["predict", str(corrupt), str(tiny_mvtec), "-o",
+                                      str(tmp_path / "r2")])
+    assert "not found" in err(["test", str(tmp_path / "none.distilad"), str(tiny_mvtec), "-o",
+                               str(tmp_path / "r3")])
+    # a non-empty output folder is refused and left as it was
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    assert "--overwrite" in err(["test", str(model_file), str(tiny_mvtec), "-o", str(busy)])
+    assert "--overwrite" in err(["predict", str(model_file), str(tiny_mvtec / "test"), "-o",
+                                 str(busy)])
+    assert sorted(p.name for p in busy.iterdir()) == ["keep.txt"]
+    assert (busy / "keep.txt").read_text() == "mine"
+    # an existing model file is not overwritten by fit
+    existing = tmp_path / "existing.distilad"
+    existing.write_text("old model")
+    assert "exists" in err(["fit", "rd", str(tiny_mvtec), "-o", str(existing), "--epochs", "1",
+                            "--image-size", "64", "-q"])
+    assert existing.read_text() == "old model"
+    # test needs labelled data, predict needs images
+    assert "labelled" in err(["test", str(model_file), str(tiny_mvtec / "test" / "good"), "-o",
+                              str(tmp_path / "r5")])
+    txt = tmp_path / "notes.txt"
+    txt.write_text("x")
+    assert "notes.txt" in err(["predict", str(model_file), str(txt), "-o", str(tmp_path / "r4")])
+
+
+def test_model_with_wrong_tensors_is_one_line_error(model_file: Path, tiny_mvtec: Path,
+                                                    tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(model_file), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(model_file))
+    tensors.pop(sorted(k for k in tensors if k.startswith("student."))[0])
+    bad = tmp_path / "bad.distilad"
+    save_file(tensors, str(bad), metadata=meta)
+    assert main(["predict", str(bad), str(tiny_mvtec / "test" / "good"), "-o",
+                 str(tmp_path / "o")]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert "bad.distilad" in line and "student" in line
+
+
+@pytest.mark.parametrize("sub", [None, "list", "fit", "test", "predict", "demo", "bench"])
+def test_help_exits_zero(sub: str | None, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--help"] if sub is None else [sub, "--help"]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: distilad")
+    if sub is not None:
+        assert f"distilad {sub}" in out.splitlines()[0]
+
+
+def test_version_and_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    import distilad
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and distilad.__version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "rd"])  # missing data and -o
+    assert e.value.code == 2
