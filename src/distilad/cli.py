@@ -149,10 +149,15 @@ def run_test(det: Any, data: Any, out: Path, title: str) -> dict[str, float]:
 
 def cmd_test(args: argparse.Namespace) -> int:
     import distilad
+    from distilad.data import as_image_set
 
     det = distilad.load_detector(args.model, device=args.device or "auto")
+    images = as_image_set(args.data, split="test")
+    if images.labels is None:
+        raise DistiladError(f"{args.data} has no labels: `test` needs an MVTec-style folder with "
+                            "test/good and test/<defect>; use `predict` for unlabelled images")
     out = _fresh_output(Path(args.output), args.overwrite)
-    m = run_test(det, args.data, out, f"{det.name} on {args.data}")
+    m = run_test(det, images, out, f"{det.name} on {args.data}")
     print(f"{det.name} on {args.data}:")
     _print_metrics(m)
     return 0
@@ -165,6 +170,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     det = distilad.load_detector(args.model, device=args.device or "auto")
     images = image_files(args.inputs)
+    for i in range(len(images)):  # fail on an unreadable file before anything is written
+        images.image_shape(i)
     out = _fresh_output(Path(args.output), args.overwrite)
     result = det.score(images)
     cal = det.calibration

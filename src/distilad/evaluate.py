@@ -43,6 +43,10 @@ def compute_metrics(images: ImageSet, result: ScoreResult) -> dict[str, float]:
         out["fpr_at_threshold"] = float(pred[normal].mean()) if normal.any() else math.nan
         out["tpr_at_threshold"] = float(pred[anomalous].mean()) if anomalous.any() else math.nan
     maps = result.anomaly_maps
+    if maps is not None and len(maps) and 0 < labels.sum() < len(labels):
+        # both poolings of the map, as the RD4AD code reports for novelty detection
+        out["image_auroc_max_pool"] = metrics.auroc(labels, np.array([m.max() for m in maps]))
+        out["image_auroc_mean_pool"] = metrics.auroc(labels, np.array([m.mean() for m in maps]))
     if images.has_masks and maps is not None and len(maps):
         masks = np.stack([_mask_or_empty(images, i, maps[i].shape) for i in range(len(images))])
         maps_arr = np.stack(list(maps)) if isinstance(maps, list) else maps

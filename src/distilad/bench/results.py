@@ -16,7 +16,8 @@ import numpy as np
 from distilad.bench.paper_values import paper_value
 from distilad.bench.record import read_json
 
-METRICS = [("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"),
+METRICS = [("image_auroc", "image AUROC"), ("image_auroc_max_pool", "AUROC max-pool"),
+           ("image_auroc_mean_pool", "AUROC mean-pool"), ("pixel_auroc", "pixel AUROC"),
            ("aupro", "AUPRO@0.3"), ("pro_rd4ad_per_image", "PRO (RD4AD)")]
 
 
@@ -92,6 +93,11 @@ def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
         if any(len([r for r in recs if r["seed"] == s]) < len(by_class) for s in seeds):
             lines += ["", "(incomplete sweep: the mean row counts only seeds with every class)"]
+    wall = sum(r.get("wall_seconds", r["fit_seconds_total"]) for r in recs)
+    teach = sum(r.get("teacher_feature_seconds", 0) + r.get("score_teacher_seconds", 0) for r in recs)
+    cache = "teacher-feature cache on" if r0.get("feature_cache") else "no teacher-feature cache"
+    lines += ["", f"Sweep wall-clock: {wall / 60:.1f} min for {len(recs)} runs ({cache}); "
+              f"teacher forward {teach / 60:.1f} min = {100 * teach / max(wall, 1e-9):.0f} % of it."]
     lines += ["", "Files: " + ", ".join(f"`{r['_file']}`" for r in recs[:3]) +
               (f" and {len(recs) - 3} more" if len(recs) > 3 else ""), ""]
     return lines

@@ -107,6 +107,7 @@ def execute(spec: RunSpec, data_root: str | None) -> dict[str, Any]:
     det.fit(train)
     fit_seconds = time.perf_counter() - t0
     result = det.score(test)
+    score_teacher_s = float(getattr(det, "score_teacher_seconds", 0.0))
     metrics = compute_metrics(test, result)
     info = det.fit_info
     epochs = info.get("epochs")
@@ -129,6 +130,9 @@ def execute(spec: RunSpec, data_root: str | None) -> dict[str, Any]:
         "train_seconds": info["train_seconds"],
         "teacher_feature_seconds": teacher_s,
         "fit_seconds_total": round(fit_seconds, 3),
+        "score_seconds": round(result.seconds, 3),
+        "score_teacher_seconds": round(score_teacher_s, 3),
+        "feature_cache": params.get("feature_cache"),
         "train_images_per_s": (info["n_train"] * epochs / student_s) if epochs else None,
         "inference_ms_per_image": 1000.0 * result.seconds / max(len(test), 1),
         "inference_batch_size": det.params.get("score_batch_size"),
@@ -203,6 +207,7 @@ def main_bench(args: argparse.Namespace) -> int:
     for k, spec in enumerate(todo, 1):
         t0 = time.perf_counter()
         record = execute(spec, args.data_root)
+        record["wall_seconds"] = round(time.perf_counter() - t0, 3)
         write_json_atomic(results / f"{spec.run_id}.json", record)
         dt = time.perf_counter() - t0
         elapsed = time.perf_counter() - t_start

@@ -50,6 +50,16 @@ class FileImageSet(ImageSet):
     def image(self, i: int) -> np.ndarray:
         return read_image(self.paths[i])
 
+    def image_shape(self, i: int) -> tuple[int, int]:
+        """(H, W) from the file header, without decoding; DataError when unreadable."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                return (im.height, im.width)
+        except (OSError, UnidentifiedImageError) as e:
+            raise DataError(f"cannot read image {self.paths[i]}: {e}") from e
+
     def mask(self, i: int) -> np.ndarray | None:
         if self.mask_paths is None or self.mask_paths[i] is None:
             if self.has_masks:

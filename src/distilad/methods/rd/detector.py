@@ -111,8 +111,13 @@ class ReverseDistillation(Detector):
             return self._score_cached(images)
         bar = tqdm(total=len(images), desc="rd score", unit="img",
                    disable=not p["progress"] or len(images) < 64, leave=False)
+        self.score_teacher_seconds = 0.0
         for _, x, shapes in iter_batches(images, int(p["score_batch_size"]), size):
-            amap = self.map_tensor(x.to(self.device)).cpu()
+            x = x.to(self.device)
+            t0 = time.perf_counter()
+            t = self.teacher(x)
+            self.score_teacher_seconds += time.perf_counter() - t0
+            amap = anomaly_map(t, self.student(t), size, float(p["sigma"])).cpu()
             scores.extend(self._pool(amap).tolist())
             for m, hw in zip(amap.numpy(), shapes, strict=True):
                 maps.append(resize_map(m, hw))
@@ -125,8 +130,10 @@ class ReverseDistillation(Detector):
         shared by every class and seed). Maps stay at model resolution for same-size inputs."""
         p = self.params
         size = int(p["image_size"])
+        t0 = time.perf_counter()
         _, feats = teacher_features(self.teacher, images, size, 256, self.device,
                                     p["feature_cache"], bool(p["progress"]), "teacher (test)")
+        self.score_teacher_seconds = time.perf_counter() - t0
         scores: list[float] = []
         maps: list[np.ndarray] = []
         bs = 256
