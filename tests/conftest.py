@@ -72,7 +72,9 @@ def tiny_mvtec(tmp_path: Path, _tiny_mvtec_master: Path) -> Path:
 def shared_data() -> Path:
     """``$DISTILAD_DATA`` or ``/work/shared/data``; the test is skipped when neither exists."""
     env = os.environ.get("DISTILAD_DATA", "").strip()
-    for cand in ([Path(env).expanduser()] if env else []) + [Path("/work/shared/data")]:
+    cands = [Path(env).expanduser()] if env else []
+    cands += [REPO.parent / "shared" / "data", Path("/work/shared/data")]
+    for cand in cands:
         if cand.is_dir():
             return cand
     pytest.skip("shared data folder not found (set DISTILAD_DATA)")

@@ -138,6 +138,13 @@ class Detector:
     def _modules(self) -> dict[str, torch.nn.Module]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _prepare(self, train: ImageSet) -> None:
+        """Resolve data-dependent arguments (e.g. ``channels="auto"``) before ``_build``."""
+
+    #: other image scores of the last ``score`` call, by name (e.g. reconstruction error beside a
+    #: latent distance), so that benchmarks can compare scores of the same model.
+    alternative_scores: dict[str, np.ndarray]
+
     def _extra_state(self) -> dict[str, Any]:
         """JSON-able state beyond tensors and params that loading needs (e.g. teacher identity)."""
         return {}
@@ -160,6 +167,7 @@ class Detector:
         np.random.seed(seed % (2**32))
         train_idx, hold_idx = holdout_split(len(images), self.params["holdout_fraction"], seed)
         train, holdout = images.subset(train_idx), images.subset(hold_idx)
+        self._prepare(train)
         self._build()
         t0 = time.perf_counter()
         info = self._fit(train, holdout) or {}

@@ -16,6 +16,7 @@ from distilad.data.transforms import iter_batches, resize_map
 from distilad.detector import Detector, register
 from distilad.errors import DistiladError
 from distilad.methods.rd.model import Student, anomaly_map, rd_loss
+from distilad.modules.batchnorm import recompute_batchnorm
 
 
 @register
@@ -37,6 +38,7 @@ class ReverseDistillation(Detector):
         "score_batch_size": 16,
         "feature_cache": None,
         "image_score": "max",
+        "precise_bn": True,
     }
 
     def _build(self) -> None:
@@ -95,6 +97,9 @@ class ReverseDistillation(Detector):
                 count += len(idx)
             history.append(total / max(count, 1))
             bar.set_postfix(loss=f"{history[-1]:.4f}")
+        if p["precise_bn"]:
+            recompute_batchnorm(self.student, ([f[i:i + bs].to(self.device) for f in feats]
+                                               for i in range(0, n, bs)))
         self.student.eval()
         return {"loss_history": [round(v, 5) for v in history],
                 "teacher_feature_seconds": round(teacher_seconds, 3),

@@ -1,0 +1,1 @@
+"""EDE-GAN: encoder-decoder-encoder GAN for one-class novelty detection (P-KDGAN's teacher)."""

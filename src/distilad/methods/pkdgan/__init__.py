@@ -1,0 +1,1 @@
+"""P-KDGAN: progressive knowledge distillation between two EDE-GANs."""

@@ -1,0 +1,184 @@
+"""P-KDGAN detector: a thin student EDE-GAN distilled from a wide EDE-GAN teacher.
+
+Zhang et al., "P-KDGAN: Progressive Knowledge Distillation with GANs for One-class Novelty
+Detection", IJCAI 2020 (arXiv 2007.06963; extended as 2109.07295). No code was published; the
+decisions below fill what the paper text available to us does not say (methods/pkdgan/README.md).
+
+Distillation loss between the two GANs (student s, teacher t):
+``w_kd_z * ||P z_s - z_t||^2 + w_kd_zhat * ||P z_hat_s - z_hat_t||^2 + w_kd_x * |x_hat_s - x_hat_t|_1``,
+where ``P`` is a learned linear map from the student's latent size to the teacher's (used only
+in training). Schedules:
+
+- ``two-step`` (P-KDGAN): teacher trained alone; step 1: student learns from the frozen teacher
+  (distillation + its own GAN loss); step 2: both fine-tuned jointly (teacher GAN loss + student
+  GAN loss + distillation, gradients into both).
+- ``fixed``: step 1 only. ``joint``: step 2 only (student from scratch). ``alone``: the student
+  EDE-GAN trained by its own GAN loss, no teacher at all.
+
+The scored (deployed) model is the student; the teacher's score is kept for comparison.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from distilad.data import ImageSet
+from distilad.detector import Detector, register
+from distilad.errors import DistiladError
+from distilad.methods.edegan.detector import (
+    GAN_DEFAULTS,
+    gan_step,
+    load_tensor,
+    make_optimizers,
+    resolve_channels,
+    score_gan,
+)
+from distilad.methods.edegan.model import EDEGAN, count_flops, discriminator_loss, generator_loss
+
+SCHEDULES = ("two-step", "fixed", "joint", "alone")
+
+
+def distillation_loss(s_out: tuple[torch.Tensor, ...], t_out: tuple[torch.Tensor, ...],
+                      proj: nn.Module, p: dict[str, Any]) -> torch.Tensor:
+    """KD loss between (x_hat, z, z_hat) of student and teacher (see the module docstring)."""
+    xs, zs, zhs = s_out
+    xt, zt, zht = t_out
+    return (p["w_kd_z"] * (proj(zs) - zt).pow(2).mean()
+            + p["w_kd_zhat"] * (proj(zhs) - zht).pow(2).mean()
+            + p["w_kd_x"] * (xs - xt).abs().mean())
+
+
+@register
+class PKDGANDetector(Detector):
+    """P-KDGAN (Zhang et al., IJCAI 2020): a thin EDE-GAN student distilled from a wide teacher."""
+
+    name = "pkdgan"
+    defaults = {
+        **GAN_DEFAULTS,
+        "student_width": 8,
+        "student_nz": 32,
+        "schedule": "two-step",
+        "teacher_epochs": 15,
+        "step1_epochs": 10,
+        "step2_epochs": 5,
+        "w_kd_z": 1.0,
+        "w_kd_zhat": 1.0,
+        "w_kd_x": 50.0,
+    }
+
+    def _prepare(self, train: ImageSet) -> None:
+        resolve_channels(self.params, train)
+        if self.params["schedule"] not in SCHEDULES:
+            raise DistiladError(f"pkdgan: schedule must be one of {', '.join(SCHEDULES)}, got "
+                                f"{self.params['schedule']!r}")
+
+    def _build(self) -> None:
+        p = self.params
+        self.teacher = EDEGAN(p["image_size"], p["channels"], p["nz"], p["width"]).to(self.device)
+        self.student = EDEGAN(p["image_size"], p["channels"], p["student_nz"],
+                              p["student_width"]).to(self.device)
+        self.proj = nn.Conv2d(p["student_nz"], p["nz"], 1, bias=False).to(self.device)
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {"teacher": self.teacher, "student": self.student, "proj": self.proj}
+
+    def _epochs(self, data: torch.Tensor, epochs: int, desc: str, step) -> list[float]:
+        p = self.params
+        gen = torch.Generator().manual_seed(int(p["seed"]) + zlib.crc32(desc.encode()) % 1000)
+        n, bs = len(data), int(p["batch_size"])
+        history = []
+        for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=not p["progress"]):
+            perm = torch.randperm(n, generator=gen)
+            total, steps = 0.0, 0
+            for start in range(0, n, bs):
+                total += step(data[perm[start:start + bs]].to(self.device))
+                steps += 1
+            history.append(round(total / max(steps, 1), 5))
+        return history
+
+    def _fit(self, train: ImageSet, holdout: ImageSet) -> dict[str, Any]:
+        p = self.params
+        schedule = p["schedule"]
+        data = load_tensor(train, p["image_size"], p["channels"])
+        opt_tg, opt_td = make_optimizers(self.teacher, p)
+        opt_sg, opt_sd = make_optimizers(self.student, p)
+        opt_proj = torch.optim.Adam(self.proj.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
+        info: dict[str, Any] = {"schedule": schedule}
+
+        def teacher_step(x: torch.Tensor) -> float:
+            self.teacher.train()
+            return gan_step(self.teacher, opt_tg, opt_td, x, p)[0]
+
+        def student_alone_step(x: torch.Tensor) -> float:
+            self.student.train()
+            return gan_step(self.student, opt_sg, opt_sd, x, p)[0]
+
+        def fixed_step(x: torch.Tensor) -> float:
+            self.student.train()
+            self.teacher.eval()
+            with torch.no_grad():
+                t_out = self.teacher.generator(x)
+            kd = distillation_loss(self.student.generator(x), t_out, self.proj, p)
+            opt_proj.zero_grad(set_to_none=True)
+            loss = gan_step(self.student, opt_sg, opt_sd, x, p, extra_g_loss=kd)[0]
+            opt_proj.step()
+            return loss
+
+        def joint_step(x: torch.Tensor) -> float:
+            self.student.train()
+            self.teacher.train()
+            lt, t_out = generator_loss(self.teacher, x, p["w_adv"], p["w_con"], p["w_enc"])
+            ls, s_out = generator_loss(self.student, x, p["w_adv"], p["w_con"], p["w_enc"])
+            loss = lt + ls + distillation_loss(s_out, t_out, self.proj, p)
+            for o in (opt_tg, opt_sg, opt_proj):
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            for o in (opt_tg, opt_sg, opt_proj):
+                o.step()
+            for gan, opt_d, out in ((self.teacher, opt_td, t_out), (self.student, opt_sd, s_out)):
+                ld = discriminator_loss(gan, x, out[0])
+                opt_d.zero_grad(set_to_none=True)
+                ld.backward()
+                opt_d.step()
+            return loss.item()
+
+        if schedule != "alone":
+            info["teacher_loss"] = self._epochs(data, p["teacher_epochs"], "teacher", teacher_step)
+        if schedule == "alone":
+            info["student_loss"] = self._epochs(data, p["step1_epochs"] + p["step2_epochs"],
+                                                "student alone", student_alone_step)
+        if schedule in ("two-step", "fixed"):
+            e1 = p["step1_epochs"] + (p["step2_epochs"] if schedule == "fixed" else 0)
+            info["step1_loss"] = self._epochs(data, e1, "step 1 (teacher fixed)", fixed_step)
+        if schedule in ("two-step", "joint"):
+            e2 = p["step2_epochs"] + (p["step1_epochs"] if schedule == "joint" else 0)
+            info["step2_loss"] = self._epochs(data, e2, "step 2 (joint)", joint_step)
+        self.teacher.eval()
+        self.student.eval()
+        size, nc = p["image_size"], p["channels"]
+        tf = count_flops(self.teacher.generator, size, nc)
+        sf = count_flops(self.student.generator, size, nc)
+        info.update({
+            "teacher_flops": tf, "student_flops": sf, "flops_ratio": round(tf / sf, 2),
+            "teacher_params": sum(q.numel() for q in self.teacher.generator.parameters()),
+            "student_params": sum(q.numel() for q in self.student.generator.parameters()),
+        })
+        info["params_ratio"] = round(info["teacher_params"] / info["student_params"], 2)
+        info["epochs"] = None
+        return info
+
+    def _score(self, images: ImageSet) -> tuple[np.ndarray, None]:
+        p = self.params
+        s = score_gan(self.student, images, p, self.device)
+        primary = p["score"]
+        self.alternative_scores = {k: v for k, v in s.items() if k != primary}
+        if p["schedule"] != "alone":
+            t = score_gan(self.teacher, images, p, self.device)
+            self.alternative_scores.update({f"teacher_{k}": v for k, v in t.items()})
+        return s[primary], None

@@ -1,0 +1,1 @@
+"""Training modules shared by several methods."""

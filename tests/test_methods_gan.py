@@ -1,0 +1,121 @@
+"""EDE-GAN and P-KDGAN: networks, losses, scores, FLOPs ratios, training and persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import distilad
+from distilad import metrics
+from distilad.errors import DistiladError
+from distilad.methods.edegan.model import (
+    EDEGAN,
+    Generator,
+    count_flops,
+    latent_score,
+    reconstruction_score,
+)
+from distilad.methods.pkdgan.detector import distillation_loss
+
+
+def _digits(shared_data, cls: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n training images of class ``cls`` and a balanced small test set (MNIST)."""
+    from distilad.data.novelty import load_split
+
+    xtr, ytr = load_split("mnist", "train", root=shared_data)
+    xte, yte = load_split("mnist", "test", root=shared_data)
+    normal = xtr[ytr == cls][:n]
+    pos = np.where(yte != cls)[0][:100]
+    neg = np.where(yte == cls)[0][:100]
+    idx = np.concatenate([neg, pos])
+    return normal, xte[idx], (yte[idx] != cls).astype(int)
+
+
+@pytest.mark.parametrize("size,nc", [(32, 1), (32, 3), (64, 3)])
+def test_generator_shapes(size: int, nc: int) -> None:
+    g = Generator(size, nc, nz=16, width=8)
+    x_hat, z, z_hat = g(torch.rand(2, nc, size, size) * 2 - 1)
+    assert x_hat.shape == (2, nc, size, size)
+    assert z.shape == z_hat.shape == (2, 16, 1, 1)
+    assert x_hat.abs().max() <= 1.0
+
+
+def test_bad_image_size() -> None:
+    with pytest.raises(ValueError, match="power-of-two"):
+        Generator(28, 1, 16, 8)
+
+
+def test_scores_by_hand() -> None:
+    z = torch.tensor([[1.0, 2.0], [0.0, 0.0]]).view(2, 2, 1, 1)
+    zh = torch.tensor([[0.0, 0.0], [0.0, 3.0]]).view(2, 2, 1, 1)
+    assert latent_score(z, zh).tolist() == pytest.approx([2.5, 4.5])
+    x = torch.zeros(1, 1, 2, 2)
+    assert reconstruction_score(x, torch.full((1, 1, 2, 2), 0.5)).tolist() == pytest.approx([0.5])
+
+
+def test_flops_ratio_by_width() -> None:
+    t = count_flops(Generator(32, 1, 100, 64), 32, 1)
+    s = count_flops(Generator(32, 1, 16, 2), 32, 1)
+    # conv FLOPs grow with width squared: the 64 -> 2 student is >300x cheaper (MNIST target)
+    assert t / s > 300
+    # the first encoder conv alone: 2 * (16*16 outputs) * 64 ch * (1*4*4) MACs
+    first = 2 * 16 * 16 * 64 * 16
+    assert t > 3 * first
+
+
+def test_distillation_loss_by_hand() -> None:
+    proj = torch.nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        proj.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+    zs = torch.ones(1, 2, 1, 1)
+    s = (torch.zeros(1, 1, 4, 4), zs, zs)
+    t = (torch.ones(1, 1, 4, 4), torch.zeros(1, 2, 1, 1), 3 * zs)
+    p = {"w_kd_z": 1.0, "w_kd_zhat": 2.0, "w_kd_x": 10.0}
+    # 1 * mean((1-0)^2) + 2 * mean((1-3)^2) + 10 * mean(|0-1|) = 1 + 8 + 10
+    assert distillation_loss(s, t, proj, p).item() == pytest.approx(19.0)
+
+
+def test_unknown_schedule() -> None:
+    det = distilad.create_detector("pkdgan", schedule="three-step", progress=False)
+    with pytest.raises(DistiladError, match="schedule"):
+        det.fit(np.zeros((4, 32, 32), np.uint8))
+
+
+def test_edegan_learns_digits(shared_data, tmp_path) -> None:
+    """A few epochs on 300 MNIST ones separate other digits (latent score), and save/load keeps
+    the scores."""
+    normal, test, labels = _digits(shared_data, 0, 300)
+    det = distilad.create_detector("edegan", epochs=6, width=16, nz=32, batch_size=32,
+                                   progress=False, device="cpu", seed=0)
+    det.fit(normal)
+    assert det.params["channels"] == 1
+    res = det.score(test)
+    auc = metrics.auroc(labels, res.image_scores)
+    assert auc > 0.8, auc
+    assert res.anomaly_maps is None
+    assert set(det.alternative_scores) == {"reconstruction"}
+    det.save(tmp_path / "m.distilad")
+    again = distilad.load_detector(tmp_path / "m.distilad", device="cpu")
+    np.testing.assert_allclose(again.score(test).image_scores, res.image_scores, rtol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["two-step", "alone"])
+def test_pkdgan_schedules(shared_data, schedule: str) -> None:
+    normal, test, labels = _digits(shared_data, 0, 200)
+    det = distilad.create_detector("pkdgan", schedule=schedule, width=16, nz=32, student_width=2,
+                                   student_nz=8, teacher_epochs=2, step1_epochs=1, step2_epochs=1,
+                                   batch_size=32, progress=False, device="cpu")
+    det.fit(normal)
+    info = det.fit_info
+    assert info["flops_ratio"] > 10
+    assert ("teacher_loss" in info) == (schedule != "alone")
+    assert ("step2_loss" in info) == (schedule == "two-step")
+    res = det.score(test)
+    assert np.isfinite(res.image_scores).all()
+    assert ("teacher_latent" in det.alternative_scores) == (schedule != "alone")
+
+
+def test_gan_state_is_saved(tmp_path) -> None:
+    gan = EDEGAN(32, 1, 8, 4)
+    assert any(k.startswith("discriminator.") for k in gan.state_dict())
