@@ -125,7 +125,7 @@ def test_auroc_large_input_fast() -> None:
     scores = rng.random(n).astype(np.float32) + 0.2 * labels
     t0 = time.perf_counter()
     value = metrics.auroc(labels, scores)
-    assert time.perf_counter() - t0 < 5.0
+    assert time.perf_counter() - t0 < 30.0
     assert 0.5 < value < 1.0
 
 
@@ -236,7 +236,7 @@ def test_aupro_mvtec_sized_is_fast() -> None:
     value = metrics.aupro(masks, maps)
     elapsed = time.perf_counter() - t0
     assert 0.0 < value <= 1.0
-    assert elapsed < 5.0
+    assert elapsed < 30.0  # a guard against a quadratic algorithm, loose for busy machines
     coarse = metrics.aupro(masks, maps, num_thresholds=1000)
     assert coarse == pytest.approx(value, abs=0.02)
 
@@ -299,6 +299,6 @@ def test_rd4ad_pro_perfect_map_and_runtime() -> None:
     t0 = time.perf_counter()
     value = metrics.per_image_pro_rd4ad(masks, noisy)
     value_set = metrics.per_image_pro_rd4ad(masks, noisy, per_image=False)
-    assert time.perf_counter() - t0 < 10.0
+    assert time.perf_counter() - t0 < 60.0
     assert 0.0 < value < 1.0 and 0.0 < value_set < 1.0
     assert np.isnan(metrics.per_image_pro_rd4ad(np.zeros((1, 4, 4)), np.ones((1, 4, 4))))

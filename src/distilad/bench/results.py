@@ -18,7 +18,9 @@ from distilad.bench.record import read_json
 
 METRICS = [("image_auroc", "image AUROC"), ("image_auroc_max_pool", "AUROC max-pool"),
            ("image_auroc_mean_pool", "AUROC mean-pool"), ("pixel_auroc", "pixel AUROC"),
-           ("aupro", "AUPRO@0.3"), ("pro_rd4ad_per_image", "PRO (RD4AD)")]
+           ("aupro", "AUPRO@0.3"), ("pro_rd4ad_per_image", "PRO (RD4AD)"),
+           ("image_auroc_reconstruction", "AUROC recon. score"),
+           ("image_auroc_teacher_latent", "teacher AUROC")]
 
 
 def _fmt(values: list[float]) -> str:
@@ -60,12 +62,17 @@ def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
     seeds = sorted({r["seed"] for r in recs})
     lines = [f"### {method} · {dataset} · {protocol} · config `{config}`", ""]
     p = r0.get("params", {})
-    keys = [k for k in ("backbone", "image_size", "epochs", "batch_size", "lr") if k in p]
+    keys = [k for k in ("backbone", "image_size", "epochs", "batch_size", "lr", "image_score",
+                        "width", "nz", "student_width", "student_nz", "schedule",
+                        "teacher_epochs", "step1_epochs", "step2_epochs") if k in p]
     lines.append("Parameters: " + ", ".join(f"{k}={p[k]}" for k in keys) +
                  f"; seeds {seeds}; device {r0.get('device')} ({r0.get('cpu', '?')}, "
                  f"{r0.get('torch_threads')} threads); commit {str(r0.get('git_commit'))[:12]}.")
     lines.append("")
     header = "| class | runs | " + " | ".join(f"{n} (ours) | paper" for _, n in present)
+    show_flops = any("flops_ratio" in r.get("fit_info", {}) for r in recs)
+    if show_flops:
+        header += " | FLOPs T:S"
     header += " | train s | teacher s | infer ms/img |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for cls in sorted(by_class, key=_class_key):
@@ -74,6 +81,8 @@ def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
         for k, _ in present:
             cells += [_fmt([r["metrics"].get(k, math.nan) for r in rs]),
                       _paper(method, dataset, protocol, cls, k)]
+        if show_flops:
+            cells.append(f"{rs[0]['fit_info'].get('flops_ratio', float('nan')):.1f}:1")
         cells += [f"{np.mean([r['train_seconds'] for r in rs]):.0f}",
                   f"{np.mean([r.get('teacher_feature_seconds', 0) for r in rs]):.1f}",
                   f"{np.mean([r['inference_ms_per_image'] for r in rs]):.2f}"]
@@ -88,12 +97,14 @@ def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
                 if len(vals) == len(by_class):
                     per_seed.append(float(np.nanmean(vals)))
             cells += [_fmt(per_seed), _paper(method, dataset, protocol, "mean", k)]
+        if show_flops:
+            cells.append("")
         cells += [f"{np.sum([r['train_seconds'] for r in recs]):.0f} (sum)",
                   f"{np.sum([r.get('teacher_feature_seconds', 0) for r in recs]):.0f} (sum)", ""]
         lines.append("| " + " | ".join(cells) + " |")
         if any(len([r for r in recs if r["seed"] == s]) < len(by_class) for s in seeds):
             lines += ["", "(incomplete sweep: the mean row counts only seeds with every class)"]
-    wall = sum(r.get("wall_seconds", r["fit_seconds_total"]) for r in recs)
+    wall = sum(r.get("wall_seconds", r.get("fit_seconds_total", 0.0)) for r in recs)
     teach = sum(r.get("teacher_feature_seconds", 0) + r.get("score_teacher_seconds", 0) for r in recs)
     cache = "teacher-feature cache on" if r0.get("feature_cache") else "no teacher-feature cache"
     lines += ["", f"Sweep wall-clock: {wall / 60:.1f} min for {len(recs)} runs ({cache}); "

@@ -97,6 +97,7 @@ def execute(spec: RunSpec, data_root: str | None) -> dict[str, Any]:
 
     import distilad
     from distilad.evaluate import compute_metrics
+    from distilad.metrics import auroc
 
     train, test, desc = load_task(spec, data_root)
     params = dict(spec.params)
@@ -109,6 +110,9 @@ def execute(spec: RunSpec, data_root: str | None) -> dict[str, Any]:
     result = det.score(test)
     score_teacher_s = float(getattr(det, "score_teacher_seconds", 0.0))
     metrics = compute_metrics(test, result)
+    labels = test.labels
+    for name, alt in (getattr(det, "alternative_scores", None) or {}).items():
+        metrics[f"image_auroc_{name}"] = auroc(labels, alt)
     info = det.fit_info
     epochs = info.get("epochs")
     teacher_s = info.get("teacher_feature_seconds", 0.0)
