@@ -173,6 +173,12 @@ def test_classes_tags_and_specs() -> None:
     cached = runner.build_specs(p.parse_args(["--dataset", "mnist", "--classes", "3", "--set",
                                               "epochs=2", "--feature-cache", "/tmp/x"]))
     assert cached[0].tag == specs[0].tag and dict(cached[0].params)["feature_cache"] == "/tmp/x"
+    # methods without a frozen teacher take no feature cache; unknown methods fail early
+    gan = runner.build_specs(p.parse_args(["--method", "edegan", "--dataset", "mnist", "--classes",
+                                           "3", "--feature-cache", "/tmp/x"]))
+    assert "feature_cache" not in dict(gan[0].params)
+    with pytest.raises(DistiladError, match="unknown method"):
+        runner.build_specs(p.parse_args(["--method", "nope", "--dataset", "mnist"]))
 
 
 def _rec(cls: str, seed: int, auroc: float) -> dict:

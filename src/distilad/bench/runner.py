@@ -194,7 +194,12 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
         cache = str(Path(os.environ.get("DISTILAD_CACHE", Path.home() / ".cache" / "distilad"))
                     / "features")
     tag = config_tag(params, args.name)
-    if cache != "none":
+    from distilad.detector import _REGISTRY, _import_methods
+
+    _import_methods()
+    if args.method not in _REGISTRY:
+        raise DistiladError(f"unknown method {args.method!r}; available: {', '.join(sorted(_REGISTRY))}")
+    if cache != "none" and "feature_cache" in _REGISTRY[args.method].defaults:
         params.setdefault("feature_cache", cache)
     frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
     return [RunSpec(args.method, dataset, protocol, c, s, frozen, tag)
