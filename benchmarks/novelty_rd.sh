@@ -8,14 +8,14 @@ cd "$(dirname "$0")/.."
 ROOT=${1:-${DISTILAD_DATA:?pass the data root or set DISTILAD_DATA}}
 BIN=${DISTILAD_BIN:-.venv/bin/distilad}
 # RD novelty configuration (see src/distilad/methods/rd/README.md, "Novelty detection")
-ND=(--set image_size=32 --set batch_size=64 --set image_score=mean)
+ND=(--set backbone=efficientnet_lite0 --set image_size=32 --set batch_size=64 --set image_score=mean)
 run() { OMP_NUM_THREADS=1 "$BIN" bench --method rd --data-root "$ROOT" --no-markdown "$@"; }
 
 worker_a() {
   run --dataset mnist --seeds 0,1,2 --name nd32-e5 "${ND[@]}" --set epochs=5
   run --dataset cifar10 --seeds 0,1,2 --name nd32-e5 "${ND[@]}" --set epochs=5
-  # the same MNIST sweep without the cross-run teacher-feature cache (seed 0), for timing
-  run --dataset mnist --seeds 0 --name nd32-e5-nocache --feature-cache none "${ND[@]}" --set epochs=5
+  # the same MNIST sweep (classes 0-2) without the cross-run teacher-feature cache (seed 0), for timing
+  run --dataset mnist --classes 0-2 --seeds 0 --name nd32-e5-nocache --feature-cache none "${ND[@]}" --set epochs=5
 }
 worker_b() {
   run --dataset fashion-mnist --seeds 0,1,2 --name nd32-e5 "${ND[@]}" --set epochs=5

@@ -1,7 +1,7 @@
 """Speed and memory of RD: training images/s, inference ms/image at batch 1 and 16, the
 teacher's forward alone, their ratio, and peak RSS. Writes one JSON into benchmarks/results/.
 
-    python benchmarks/speed_rd.py [--backbone efficientnet_lite0] [--threads 2] [--data DIR]
+    python benchmarks/speed_rd.py [--backbone efficientnet_lite1] [--threads 2] [--data DIR]
 
 Run it on a quiet machine; timings are medians over repeats after a warm-up.
 """
@@ -33,7 +33,7 @@ def timed(fn, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--backbone", default="efficientnet_lite1")
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--epochs", type=int, default=2, help="epochs timed for training speed")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from distilad.backbones import create_teacher
+from distilad.backbones import DEFAULT_TEACHER, create_teacher
 from distilad.backbones.cache import cache_key, teacher_features
 from distilad.bench import runner
 from distilad.bench.results import render
@@ -79,7 +79,7 @@ def test_bench_runs_resumes_and_redoes_broken_results(
     from distilad.data import mvtec_train
 
     entries = {p.stem for p in cache.glob("*.safetensors")}
-    train_key = cache_key(create_teacher("efficientnet_lite0"),
+    train_key = cache_key(create_teacher(DEFAULT_TEACHER),
                           mvtec_train(bench_env["root"] / "mvtec_ad" / "tiny"), 64)
     assert train_key in entries and len(entries) <= 2
 

@@ -207,6 +207,7 @@ def demo_data_path() -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import distilad
+    from distilad.backbones import DEFAULT_TEACHER
 
     data = Path(args.data) if args.data else demo_data_path()
     if not data.is_dir():
@@ -217,7 +218,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                         args.overwrite)
     params = _method_params(args)
     params.setdefault("epochs", 8)
-    print(f"distilad demo: Reverse Distillation ({params.get('backbone', 'efficientnet_lite0')} "
+    print(f"distilad demo: Reverse Distillation ({params.get('backbone', DEFAULT_TEACHER)} "
           f"teacher) on {data} for {params['epochs']} epochs; output in {out}")
     det = distilad.create_detector("rd", **params)
     det.fit(data)

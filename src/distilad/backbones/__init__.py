@@ -9,9 +9,11 @@ from distilad.backbones.efficientnet_lite import EfficientNetLiteTeacher
 from distilad.backbones.timm_cnn import TimmCNNTeacher
 
 OFFLINE_TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+#: the best of the three on MVTec AD bottle with RD (benchmarks/RESULTS.md, configs lite0/1/2-e20)
+DEFAULT_TEACHER = "efficientnet_lite1"
 WEIGHTS_FILE_TEACHERS = ("resnet18", "wide_resnet50_2")
 
-__all__ = ["Teacher", "create_teacher", "OFFLINE_TEACHERS", "WEIGHTS_FILE_TEACHERS"]
+__all__ = ["DEFAULT_TEACHER", "OFFLINE_TEACHERS", "Teacher", "WEIGHTS_FILE_TEACHERS", "create_teacher"]
 
 
 def create_teacher(name: str, weights: str | Path | None = None) -> Teacher:

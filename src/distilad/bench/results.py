@@ -106,9 +106,12 @@ def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
             lines += ["", "(incomplete sweep: the mean row counts only seeds with every class)"]
     wall = sum(r.get("wall_seconds", r.get("fit_seconds_total", 0.0)) for r in recs)
     teach = sum(r.get("teacher_feature_seconds", 0) + r.get("score_teacher_seconds", 0) for r in recs)
-    cache = "teacher-feature cache on" if r0.get("feature_cache") else "no teacher-feature cache"
-    lines += ["", f"Sweep wall-clock: {wall / 60:.1f} min for {len(recs)} runs ({cache}); "
-              f"teacher forward {teach / 60:.1f} min = {100 * teach / max(wall, 1e-9):.0f} % of it."]
+    line = f"Sweep wall-clock: {wall / 60:.1f} min for {len(recs)} runs"
+    if "backbone" in p:  # methods with a frozen pretrained teacher
+        cache = "teacher-feature cache on" if r0.get("feature_cache") else "no teacher-feature cache"
+        line += (f" ({cache}); frozen-teacher forward {teach / 60:.1f} min = "
+                 f"{100 * teach / max(wall, 1e-9):.0f} % of it")
+    lines += ["", line + "."]
     lines += ["", "Files: " + ", ".join(f"`{r['_file']}`" for r in recs[:3]) +
               (f" and {len(recs) - 3} more" if len(recs) > 3 else ""), ""]
     return lines

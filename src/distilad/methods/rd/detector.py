@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from distilad.backbones import create_teacher
+from distilad.backbones import DEFAULT_TEACHER, create_teacher
 from distilad.backbones.cache import teacher_features
 from distilad.data import ImageSet
 from distilad.data.transforms import iter_batches, resize_map
@@ -25,7 +25,7 @@ class ReverseDistillation(Detector):
 
     name = "rd"
     defaults = {
-        "backbone": "efficientnet_lite0",
+        "backbone": DEFAULT_TEACHER,
         "weights": None,
         "image_size": 256,
         "epochs": 20,
