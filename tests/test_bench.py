@@ -199,8 +199,13 @@ def test_render_means_over_complete_seeds_only() -> None:
     assert rows["1"][1] == "2" and rows["1"][2] == _fmt([0.7, 0.6])
     # mean over classes per seed (0.8 and 0.7), then mean ± std over seeds; seed 2 left out
     assert rows["**mean**"][2] == _fmt([0.8, 0.7]) == "75.00 ± 7.07"
-    assert rows["**mean**"][3] == "99.3"  # the paper's MNIST mean beside ours
+    # the paper's MNIST mean is a 10-class mean: not shown beside a 2-class sweep
+    assert rows["**mean**"][3] == ""
     assert "incomplete sweep" in text
+    full = [_rec(str(c), 0, 0.9) for c in range(10)]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in render(full).splitlines() if line.startswith("| ")}
+    assert rows["**mean**"][3] == "99.3"
 
 
 # --- teacher-feature cache -----------------------------------------------------------------------

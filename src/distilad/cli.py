@@ -217,7 +217,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = _fresh_output(Path(args.output) if args.output else Path("runs") / f"demo-{stamp}",
                         args.overwrite)
     params = _method_params(args)
-    params.setdefault("epochs", 8)
+    params.setdefault("epochs", 12)
     print(f"distilad demo: Reverse Distillation ({params.get('backbone', DEFAULT_TEACHER)} "
           f"teacher) on {data} for {params['epochs']} epochs; output in {out}")
     det = distilad.create_detector("rd", **params)
