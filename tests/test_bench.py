@@ -291,3 +291,16 @@ def test_rd_fit_uses_feature_cache(tmp_path: Path, tiny_mvtec: Path,
     # cached and uncached training give the same model
     d = distilad.create_detector("rd", **{**params, "feature_cache": None}).fit(tiny_mvtec)
     assert d.fit_info["loss_history"] == a.fit_info["loss_history"]
+
+
+def test_claim_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    lock = tmp_path / ".run.lock"
+    assert runner.claim(lock) and lock.read_text() == str(os.getpid())
+    assert not runner.claim(lock)  # held by a live process (this one)
+    dead = subprocess.run(["true"]).returncode == 0 and subprocess.Popen(["true"])
+    dead.wait()
+    lock.write_text(str(dead.pid))  # a worker that was killed
+    assert runner.claim(lock)

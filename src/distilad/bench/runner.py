@@ -206,18 +206,58 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
             for c in classes for s in seeds]
 
 
+def claim(lock: Path) -> bool:
+    """Take the lock file of a run (holding this process id); a lock whose process is gone (a
+    killed worker) is taken over. False when a live process holds it."""
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+                os.kill(pid, 0)
+                return False  # alive
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            except PermissionError:
+                return False  # alive, another user's
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
 def main_bench(args: argparse.Namespace) -> int:
     specs = build_specs(args)
     results = Path(args.results)
     todo = [s for s in specs if read_json(results / f"{s.run_id}.json") is None]
     print(f"bench: {len(specs)} runs, {len(specs) - len(todo)} already done, {len(todo)} to run; "
           f"results in {results}", flush=True)
+    # user errors (missing data, unknown category) surface before anything is written
+    # (each MVTec category is a folder of its own; novelty classes share one data root)
+    if todo and todo[0].dataset == MVTEC:
+        checks = list({s.cls: s for s in todo}.values())
+    else:
+        checks = todo[:1]
+    for spec in checks:
+        load_task(spec, args.data_root)
+    results.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     for k, spec in enumerate(todo, 1):
-        t0 = time.perf_counter()
-        record = execute(spec, args.data_root)
-        record["wall_seconds"] = round(time.perf_counter() - t0, 3)
-        write_json_atomic(results / f"{spec.run_id}.json", record)
+        out = results / f"{spec.run_id}.json"
+        # several `distilad bench` processes may share a sweep: skip what another one finished
+        # or is running now
+        if read_json(out) is not None or not claim(results / f".{spec.run_id}.lock"):
+            print(f"[{k}/{len(todo)}] {spec.run_id}: done or running elsewhere, skipped", flush=True)
+            continue
+        try:
+            t0 = time.perf_counter()
+            record = execute(spec, args.data_root)
+            record["wall_seconds"] = round(time.perf_counter() - t0, 3)
+            write_json_atomic(out, record)
+        finally:
+            (results / f".{spec.run_id}.lock").unlink(missing_ok=True)
         dt = time.perf_counter() - t0
         elapsed = time.perf_counter() - t_start
         eta = elapsed / k * (len(todo) - k)
