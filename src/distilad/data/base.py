@@ -8,7 +8,7 @@ turns them into the tensors it needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -176,19 +176,3 @@ def to_float_image(arr: np.ndarray) -> np.ndarray:
         info = np.iinfo(a.dtype)
         return (a.astype(np.float32) / float(info.max)).clip(0, 1)
     return np.clip(a.astype(np.float32), 0.0, 1.0)
-
-
-class LazyImageSet(ImageSet):
-    """Images produced by a loader function ``load(i)`` (used by file-backed sets)."""
-
-    def __init__(self, n: int, load: Callable[[int], np.ndarray], names: list[str], description: str):
-        self._n = n
-        self._load = load
-        self.names = names
-        self.description = description
-
-    def __len__(self) -> int:
-        return self._n
-
-    def image(self, i: int) -> np.ndarray:
-        return to_float_image(self._load(i))
