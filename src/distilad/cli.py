@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from distilad.bench.record import write_json_atomic
 from distilad.errors import DistiladError
 
 EXIT_USER_ERROR = 2
@@ -29,13 +28,19 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _method_params(args: argparse.Namespace) -> dict[str, Any]:
+def parse_set_options(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` options as a dict; values are JSON where they parse, else strings."""
     params: dict[str, Any] = {}
-    for item in args.set or []:
+    for item in items or []:
         if "=" not in item:
             raise DistiladError(f"--set expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         params[k.strip()] = _parse_value(v)
+    return params
+
+
+def _method_params(args: argparse.Namespace) -> dict[str, Any]:
+    params = parse_set_options(args.set)
     for key in ("epochs", "backbone", "weights", "image_size", "seed", "device", "batch_size"):
         val = getattr(args, key, None)
         if val is not None:
@@ -53,22 +58,6 @@ def _fresh_output(path: Path, overwrite: bool) -> Path:
         raise DistiladError(f"output folder {path} is not empty; choose another or pass --overwrite")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
 def _print_metrics(m: dict[str, float]) -> None:
@@ -141,7 +130,7 @@ def run_test(det: Any, data: Any, out: Path, title: str) -> dict[str, float]:
                   "predicted": None if result.labels is None else int(result.labels[i])}
                  for i, (n, lab, s) in enumerate(zip(images.names, images.labels,
                                                       result.image_scores, strict=True))]
-    _write_json(out / "metrics.json", {"metrics": m, "model": det.config(), "images": per_image,
+    write_json_atomic(out / "metrics.json", {"metrics": m, "model": det.config(), "images": per_image,
                                        "scoring_seconds": result.seconds})
     print(f"report: {report}")
     return m
@@ -187,7 +176,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             row["overlay"] = str(png)
         rows.append(row)
         print(f"{row['label']}  {row['normalized_score']:.3f}  {row['file']}")
-    _write_json(out / "predictions.json", {"threshold": cal.threshold, "predictions": rows})
+    write_json_atomic(out / "predictions.json", {"threshold": cal.threshold, "predictions": rows})
     with open(out / "predictions.csv", "w") as f:
         f.write("file,score,normalized_score,label\n")
         for r in rows:

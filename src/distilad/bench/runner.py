@@ -173,7 +173,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_specs(args: argparse.Namespace) -> list[RunSpec]:
-    from distilad.cli import _parse_value
+    from distilad.cli import parse_set_options
 
     dataset = args.dataset
     if dataset not in (MVTEC, *NOVELTY):
@@ -183,12 +183,7 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
         raise DistiladError(f"unknown protocol {protocol!r}; one-class or one-class-anomalous")
     classes = parse_classes(args.classes or ("bottle" if dataset == MVTEC else "0-9"), dataset)
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    params: dict[str, Any] = {}
-    for item in args.set or []:
-        if "=" not in item:
-            raise DistiladError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        params[k.strip()] = _parse_value(v)
+    params = parse_set_options(args.set)
     cache = args.feature_cache
     if cache is None:
         cache = str(Path(os.environ.get("DISTILAD_CACHE", Path.home() / ".cache" / "distilad"))
