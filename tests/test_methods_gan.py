@@ -119,3 +119,29 @@ def test_pkdgan_schedules(shared_data, schedule: str) -> None:
 def test_gan_state_is_saved(tmp_path) -> None:
     gan = EDEGAN(32, 1, 8, 4)
     assert any(k.startswith("discriminator.") for k in gan.state_dict())
+
+
+def test_pkdgan_teacher_cache_gives_the_same_model(shared_data, tmp_path) -> None:
+    """The second schedule loads the pretrained teacher from the cache instead of training it, and
+    ends with exactly the scores of a run without the cache; a damaged entry is retrained."""
+    normal, test, _ = _digits(shared_data, 1, 96)
+    kw = dict(schedule="fixed", width=8, nz=16, student_width=2, student_nz=4, teacher_epochs=1,
+              step1_epochs=1, step2_epochs=0, batch_size=32, progress=False, device="cpu", seed=3)
+    plain = distilad.create_detector("pkdgan", **kw).fit(normal)
+    cache = tmp_path / "teachers"
+    first = distilad.create_detector("pkdgan", teacher_cache=str(cache), **kw).fit(normal)
+    assert first.fit_info["teacher_from_cache"] is False
+    files = list(cache.glob("pkdgan-teacher-*.safetensors"))
+    assert len(files) == 1
+    second = distilad.create_detector("pkdgan", teacher_cache=str(cache), **kw).fit(normal)
+    assert second.fit_info["teacher_from_cache"] is True
+    assert second.fit_info["teacher_loss"] == plain.fit_info["teacher_loss"]
+    want = plain.score(test).image_scores
+    np.testing.assert_allclose(second.score(test).image_scores, want, rtol=1e-5)
+    # another seed is another teacher
+    distilad.create_detector("pkdgan", teacher_cache=str(cache), **{**kw, "seed": 4}).fit(normal)
+    assert len(list(cache.glob("pkdgan-teacher-*.safetensors"))) == 2
+    files[0].write_bytes(b"not a safetensors file")
+    third = distilad.create_detector("pkdgan", teacher_cache=str(cache), **kw).fit(normal)
+    assert third.fit_info["teacher_from_cache"] is False
+    np.testing.assert_allclose(third.score(test).image_scores, want, rtol=1e-5)

@@ -167,7 +167,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="benchmarks/results", help="folder of per-run JSON files")
     p.add_argument("--feature-cache", default=None,
                    help="teacher-feature cache folder (default $DISTILAD_CACHE/features or "
-                        "~/.cache/distilad/features; 'none' to disable)")
+                        "~/.cache/distilad/features; 'none' to disable); P-KDGAN's pretrained "
+                        "teachers go beside it, in gan-teachers/")
     p.add_argument("--no-markdown", action="store_true", help="do not regenerate RESULTS.md")
     p.add_argument("--markdown", default="benchmarks/RESULTS.md", help="RESULTS.md to regenerate")
 
@@ -196,6 +197,8 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
         raise DistiladError(f"unknown method {args.method!r}; available: {', '.join(sorted(_REGISTRY))}")
     if cache != "none" and "feature_cache" in _REGISTRY[args.method].defaults:
         params.setdefault("feature_cache", cache)
+    if cache != "none" and "teacher_cache" in _REGISTRY[args.method].defaults:
+        params.setdefault("teacher_cache", str(Path(cache).parent / "gan-teachers"))
     frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
     return [RunSpec(args.method, dataset, protocol, c, s, frozen, tag)
             for c in classes for s in seeds]

@@ -20,7 +20,11 @@ The scored (deployed) model is the student; the teacher's score is kept for comp
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,6 +74,7 @@ class PKDGANDetector(Detector):
         "w_kd_z": 1.0,
         "w_kd_zhat": 1.0,
         "w_kd_x": 50.0,
+        "teacher_cache": None,
     }
 
     def _prepare(self, train: ImageSet) -> None:
@@ -149,7 +154,17 @@ class PKDGANDetector(Detector):
             return loss.item()
 
         if schedule != "alone":
-            info["teacher_loss"] = self._epochs(data, p["teacher_epochs"], "teacher", teacher_step)
+            cached = self._load_cached_teacher(train)
+            if cached is None:
+                info["teacher_loss"] = self._epochs(data, p["teacher_epochs"], "teacher",
+                                                    teacher_step)
+                self._save_cached_teacher(train, info["teacher_loss"])
+            else:
+                info["teacher_loss"] = cached
+            info["teacher_from_cache"] = cached is not None
+            # step 2 starts from fresh optimiser states either way, so a cached teacher and a
+            # freshly trained one lead to the same computation
+            opt_tg, opt_td = make_optimizers(self.teacher, p)
         if schedule == "alone":
             info["student_loss"] = self._epochs(data, p["step1_epochs"] + p["step2_epochs"],
                                                 "student alone", student_alone_step)
@@ -172,6 +187,50 @@ class PKDGANDetector(Detector):
         info["params_ratio"] = round(info["teacher_params"] / info["student_params"], 2)
         info["epochs"] = None
         return info
+
+    # -- pretrained-teacher cache: the teacher of step 0 depends only on its own settings, the
+    # seed and the training images, so the schedules of one benchmark share one trained teacher.
+    _TEACHER_KEYS = ("image_size", "channels", "nz", "width", "teacher_epochs", "batch_size", "lr",
+                     "betas", "w_adv", "w_con", "w_enc", "seed")
+
+    def _teacher_cache_file(self, train: ImageSet) -> Path | None:
+        folder = self.params["teacher_cache"]
+        if not folder:
+            return None
+        key = {k: self.params[k] for k in self._TEACHER_KEYS}
+        key["betas"] = list(key["betas"])
+        key["data"] = train.content_fingerprint
+        key["device"] = self.device.type  # GPU and CPU training differ numerically
+        key["code"] = "edegan-teacher-v1"
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        return Path(folder) / f"pkdgan-teacher-{digest}.safetensors"
+
+    def _load_cached_teacher(self, train: ImageSet) -> list[float] | None:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = self._teacher_cache_file(train)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), "pt") as f:
+                history = json.loads((f.metadata() or {})["teacher_loss"])
+            self.teacher.load_state_dict(load_file(str(path), device=str(self.device)))
+        except Exception:  # a damaged cache entry is retrained (and rewritten), never fatal
+            return None
+        return history
+
+    def _save_cached_teacher(self, train: ImageSet, history: list[float]) -> None:
+        from safetensors.torch import save_file
+
+        path = self._teacher_cache_file(train)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.teacher.state_dict().items()}
+        save_file(state, str(tmp), metadata={"teacher_loss": json.dumps(history)})
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
 
     def _score(self, images: ImageSet) -> tuple[np.ndarray, None]:
         p = self.params

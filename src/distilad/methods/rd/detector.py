@@ -17,6 +17,7 @@ from distilad.detector import Detector, register
 from distilad.errors import DistiladError
 from distilad.methods.rd.model import Student, anomaly_map, rd_loss
 from distilad.modules.batchnorm import recompute_batchnorm
+from distilad.modules.schedule import LR_SCHEDULES, make_lr_schedule
 
 
 @register
@@ -39,12 +40,16 @@ class ReverseDistillation(Detector):
         "feature_cache": None,
         "image_score": "max",
         "precise_bn": True,
+        "lr_schedule": "constant",
     }
 
     def _build(self) -> None:
         p = self.params
         if p["image_score"] not in ("max", "mean"):
             raise DistiladError(f"rd: image_score must be 'max' or 'mean', got {p['image_score']!r}")
+        if p["lr_schedule"] not in LR_SCHEDULES:
+            raise DistiladError(f"rd: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                                f"got {p['lr_schedule']!r}")
         weights = p["weights"]
         if getattr(self, "_loading", False):
             weights = "random"  # the teacher's tensors come from the model file
@@ -77,6 +82,8 @@ class ReverseDistillation(Detector):
         opt = torch.optim.Adam(self.student.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
         gen = torch.Generator().manual_seed(int(p["seed"]))
         bs = int(p["batch_size"])
+        steps_per_epoch = sum(1 for s in range(0, n, bs) if min(bs, n - s) >= 2 or n < 2)
+        schedule = make_lr_schedule(opt, p["lr_schedule"], steps_per_epoch * int(p["epochs"]))
         history = []
         bar = tqdm(range(int(p["epochs"])), desc=f"rd fit ({n} images)", unit="epoch",
                    disable=not progress)
@@ -93,6 +100,7 @@ class ReverseDistillation(Detector):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                schedule.step()
                 total += loss.item() * len(idx)
                 count += len(idx)
             history.append(total / max(count, 1))
