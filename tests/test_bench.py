@@ -208,6 +208,37 @@ def test_render_means_over_complete_seeds_only() -> None:
     assert rows["**mean**"][3] == "99.3"
 
 
+def _pk(schedule: str, cls: str, seed: int, student: float, teacher: float) -> dict:
+    rec = _rec(cls, seed, student)
+    rec.update(method="pkdgan", config=schedule, params={"schedule": schedule, "student_width": 3,
+                                                          "teacher_cache": f"/tmp/{schedule}"},
+               fit_info={"flops_ratio": 315.6})
+    rec["metrics"]["image_auroc_teacher_latent"] = teacher
+    return rec
+
+
+def test_comparison_pairs_variants_on_shared_runs() -> None:
+    from distilad.bench.results import comparison_sections
+
+    recs = [_pk("alone", "0", 0, 0.90, 0.0), _pk("alone", "1", 0, 0.80, 0.0),
+            _pk("alone", "0", 1, 0.70, 0.0), _pk("alone", "1", 1, 0.60, 0.0),
+            _pk("two-step", "0", 0, 0.95, 0.5), _pk("two-step", "1", 0, 0.85, 0.5),
+            _pk("two-step", "0", 1, 0.75, 0.5),  # seed 1 lacks class 1: pair (1, 1) left out
+            _pk("fixed", "0", 0, 0.91, 0.97), _pk("fixed", "1", 0, 0.81, 0.93),
+            _pk("fixed", "0", 1, 0.71, 0.99), _pk("fixed", "1", 1, 0.61, 0.99)]
+    text = "\n".join(comparison_sections(recs))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| ")}
+    # alone: seed 0 -> (0.90 + 0.80) / 2 = 85, seed 1 -> class 0 only = 70
+    assert rows["student alone"][1] == "77.50 ± 10.61"
+    assert rows["student, two-step (P-KDGAN)"][1] == "82.50 ± 10.61"
+    # the teacher row comes from the fixed schedule (its teacher is never fine-tuned)
+    # seed 0: (0.97 + 0.93) / 2 = 95, seed 1: 99 -> 97 ± sqrt(2 * 2^2)
+    assert rows["teacher (pretrained EDE-GAN)"][1] == "97.00 ± 2.83"
+    assert "Two-step minus alone: +5.00 points (paper: +1.77)" in text
+    assert "seeds [0, 1]" in text and "Classes 0, 1" in text
+
+
 # --- teacher-feature cache -----------------------------------------------------------------------
 
 

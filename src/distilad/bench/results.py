@@ -119,6 +119,99 @@ def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+# comparisons: runs of one method that differ in one parameter only
+_IGNORED = {"feature_cache", "teacher_cache", "progress", "score_batch_size", "device", "seed"}
+COMPARISONS = {"edegan": "batch_size", "pkdgan": "schedule"}
+PKDGAN_CLAIM = {"cifar10": 2.44, "mnist": 1.77, "fashion-mnist": 1.73}  # two-step - alone, points
+
+
+def _paired_mean(recs: list[dict], pairs: set, metric: str) -> tuple[float, float, int]:
+    """Mean over classes per seed (only the shared (class, seed) pairs), then mean / std over
+    seeds, in points; and the number of seeds."""
+    per_seed = defaultdict(list)
+    for r in recs:
+        if (str(r["category"]), r["seed"]) in pairs and metric in r["metrics"]:
+            per_seed[r["seed"]].append(r["metrics"][metric])
+    means = [float(np.mean(v)) for v in per_seed.values()]
+    if not means:
+        return math.nan, math.nan, 0
+    sd = float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
+    return 100 * float(np.mean(means)), 100 * sd, len(means)
+
+
+def _pm(mean: float, sd: float) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.2f}" if math.isnan(sd) else f"{mean:.2f} ± {sd:.2f}"
+
+
+def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
+    """Tables that set variants side by side on the same (class, seed) pairs: EDE-GAN batch sizes
+    (latent and reconstruction scores of the same models) and P-KDGAN schedules (student alone,
+    one-step, two-step, and the pretrained teacher)."""
+    lines: list[str] = []
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        vary = COMPARISONS.get(r["method"])
+        if vary is None or vary not in r.get("params", {}):
+            continue
+        rest = tuple(sorted((k, str(v)) for k, v in r["params"].items()
+                            if k not in _IGNORED and k != vary))
+        groups[(r["method"], r["dataset"], r["protocol"], rest)].append(r)
+    for (method, dataset, protocol, rest), recs in sorted(groups.items(), key=lambda kv: kv[0][:3]):
+        vary = COMPARISONS[method]
+        by_value: dict[str, list[dict]] = defaultdict(list)
+        for r in recs:
+            by_value[str(r["params"][vary])].append(r)
+        if len(by_value) < 2:
+            continue
+        pair_sets = [{(str(r["category"]), r["seed"]) for r in v} for v in by_value.values()]
+        pairs = set.intersection(*pair_sets)
+        if not pairs:
+            continue
+        classes = sorted({c for c, _ in pairs}, key=_class_key)
+        seeds = sorted({s for _, s in pairs})
+        params = dict(rest)
+        title = ("EDE-GAN batch size" if method == "edegan" else "P-KDGAN schedules")
+        lines += [f"### {title} · {dataset} · {protocol}", "",
+                  f"Classes {', '.join(classes)}; seeds {seeds} (only the class/seed pairs every "
+                  f"variant has); mean over classes per seed, then mean ± std over seeds. "
+                  + ", ".join(f"{k}={params[k]}" for k in ("epochs", "teacher_epochs",
+                              "step1_epochs", "step2_epochs", "student_width", "student_nz",
+                              "batch_size") if k in params and k != vary) + ".", ""]
+        if method == "edegan":
+            lines += ["| batch size | AUROC latent score | AUROC reconstruction score | train s / run |",
+                      "|---|---|---|---|"]
+            for v in sorted(by_value, key=lambda b: int(b)):
+                rs = by_value[v]
+                lat = _paired_mean(rs, pairs, "image_auroc")
+                rec = _paired_mean(rs, pairs, "image_auroc_reconstruction")
+                secs = np.mean([r["train_seconds"] for r in rs])
+                lines.append(f"| {v} | {_pm(*lat[:2])} | {_pm(*rec[:2])} | {secs:.0f} |")
+        else:
+            lines += ["| model | AUROC latent score | FLOPs T:S | train s / run |", "|---|---|---|---|"]
+            order = ["alone", "fixed", "joint", "two-step"]
+            names = {"alone": "student alone", "fixed": "student, one-step (teacher fixed)",
+                     "joint": "student, joint only", "two-step": "student, two-step (P-KDGAN)"}
+            got = {}
+            for v in [o for o in order if o in by_value]:
+                rs = by_value[v]
+                got[v] = _paired_mean(rs, pairs, "image_auroc")
+                ratio = rs[0].get("fit_info", {}).get("flops_ratio", math.nan)
+                secs = np.mean([r["train_seconds"] for r in rs])
+                lines.append(f"| {names[v]} | {_pm(*got[v][:2])} | {ratio:.1f}:1 | {secs:.0f} |")
+            if "fixed" in by_value:  # the fixed schedule never changes its pretrained teacher
+                t = _paired_mean(by_value["fixed"], pairs, "image_auroc_teacher_latent")
+                lines.append(f"| teacher (pretrained EDE-GAN) | {_pm(*t[:2])} | 1:1 | |")
+            if "two-step" in got and "alone" in got:
+                gain = got["two-step"][0] - got["alone"][0]
+                claim = PKDGAN_CLAIM.get(dataset)
+                lines += ["", f"Two-step minus alone: {gain:+.2f} points"
+                          + (f" (paper: +{claim:.2f})." if claim is not None else ".")]
+        lines.append("")
+    return (["## Comparisons", ""] + lines) if lines else []
+
+
 def speed_section(recs: list[dict[str, Any]]) -> list[str]:
     lines = ["## Speed and memory", "",
              "| model | device | threads | train img/s | infer ms/img (batch 1) | "
@@ -170,6 +263,7 @@ def render(records: list[dict[str, Any]]) -> str:
         lines += [f"## {method}", ""]
         for key in sorted(k for k in groups if k[0] == method):
             lines += sweep_section(groups[key])
+    lines += comparison_sections(runs)
     if speed:
         lines += speed_section(speed)
     if speed_gan:
