@@ -30,6 +30,26 @@ def model_file(tmp_path_factory: pytest.TempPathFactory, _tiny_mvtec_master: Pat
     return out
 
 
+def test_fit_pkdgan_prints_computation(tmp_path: Path, tiny_mvtec: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "pk.distilad"
+    rc = main(["fit", "pkdgan", str(tiny_mvtec), "-o", str(out), "--device", "cpu", "-q",
+               "--set", "width=8", "--set", "nz=16", "--set", "student_width=2", "--set",
+               "student_nz=4", "--set", "teacher_epochs=1", "--set", "step1_epochs=1", "--set",
+               "step2_epochs=0", "--set", "batch_size=4", "--set", 'schedule="fixed"'])
+    assert rc == 0
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.startswith("generator FLOPs per image"))
+    from distilad.detector import read_model_config
+    from distilad.methods.edegan.model import Generator, count_flops
+
+    # RGB 32 px: the inner convolutions scale with width^2 (16:1), the first and last with width
+    # (4:1), so the whole generator lands between
+    want = count_flops(Generator(32, 3, 16, 8), 32, 3) / count_flops(Generator(32, 3, 4, 2), 32, 3)
+    assert f"({want:.1f}:1)" in line and 4 < want < 16, line
+    assert read_model_config(out)["fit_info"]["flops_ratio"] == pytest.approx(want, abs=0.01)
+
+
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -98,7 +98,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"fitted {args.method} on {info['n_train']} images ({info['n_holdout']} held out for "
           f"calibration) in {info['train_seconds']:.1f} s; threshold "
           f"{det.calibration.threshold:.4f}; saved {out}")
+    line = computation_line(info)
+    if line:
+        print(line)
     return 0
+
+
+def computation_line(info: dict[str, Any]) -> str:
+    """FLOPs and parameters of the inference networks (GAN methods), '' when not recorded."""
+    if "student_flops" in info:
+        return (f"generator FLOPs per image: teacher {info['teacher_flops'] / 1e6:.2f} M, student "
+                f"{info['student_flops'] / 1e6:.3f} M ({info['flops_ratio']:.1f}:1); parameters "
+                f"{info['teacher_params']:,} / {info['student_params']:,} "
+                f"({info['params_ratio']:.1f}:1)")
+    if "generator_flops" in info:
+        return (f"generator FLOPs per image: {info['generator_flops'] / 1e6:.2f} M; parameters "
+                f"{info['generator_params']:,}")
+    return ""
 
 
 def run_test(det: Any, data: Any, out: Path, title: str) -> dict[str, float]:

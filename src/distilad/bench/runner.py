@@ -260,9 +260,11 @@ def main_bench(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - t_start
         eta = elapsed / k * (len(todo) - k)
         auc = record["metrics"].get("image_auroc", float("nan"))
+        ratio = record["fit_info"].get("flops_ratio")
         print(f"[{k}/{len(todo)}] {spec.run_id}: image AUROC {auc:.4f} in {dt:.0f} s "
-              f"(teacher {record['teacher_feature_seconds']:.0f} s); ETA {eta / 60:.1f} min",
-              flush=True)
+              f"(teacher {record['teacher_feature_seconds']:.0f} s"
+              + (f"; FLOPs teacher:student {ratio:.1f}:1" if ratio else "")
+              + f"); ETA {eta / 60:.1f} min", flush=True)
     if not args.no_markdown:
         from distilad.bench.results import write_results_md
 
