@@ -62,9 +62,11 @@ def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
     seeds = sorted({r["seed"] for r in recs})
     lines = [f"### {method} · {dataset} · {protocol} · config `{config}`", ""]
     p = r0.get("params", {})
-    keys = [k for k in ("backbone", "image_size", "epochs", "batch_size", "lr", "image_score",
-                        "width", "nz", "student_width", "student_nz", "schedule",
+    keys = [k for k in ("backbone", "image_size", "epochs", "batch_size", "lr", "lr_schedule",
+                        "image_score", "width", "nz", "student_width", "student_nz", "schedule",
                         "teacher_epochs", "step1_epochs", "step2_epochs") if k in p]
+    if "teacher_epochs" in p:  # P-KDGAN counts its epochs per phase; "epochs" is unused there
+        keys.remove("epochs")
     lines.append("Parameters: " + ", ".join(f"{k}={p[k]}" for k in keys) +
                  f"; seeds {seeds}; device {r0.get('device')} ({r0.get('cpu', '?')}, "
                  f"{r0.get('torch_threads')} threads); commit {str(r0.get('git_commit'))[:12]}.")
@@ -173,12 +175,13 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
         seeds = sorted({s for _, s in pairs})
         params = dict(rest)
         title = ("EDE-GAN batch size" if method == "edegan" else "P-KDGAN schedules")
+        shown = ("teacher_epochs", "step1_epochs", "step2_epochs", "student_width", "student_nz",
+                 "batch_size") + (("epochs",) if method == "edegan" else ())
+        setting = ", ".join(f"{k}={params[k]}" for k in shown if k in params and k != vary)
         lines += [f"### {title} · {dataset} · {protocol}", "",
                   f"Classes {', '.join(classes)}; seeds {seeds} (only the class/seed pairs every "
                   f"variant has); mean over classes per seed, then mean ± std over seeds. "
-                  + ", ".join(f"{k}={params[k]}" for k in ("epochs", "teacher_epochs",
-                              "step1_epochs", "step2_epochs", "student_width", "student_nz",
-                              "batch_size") if k in params and k != vary) + ".", ""]
+                  f"{setting}.", ""]
         if method == "edegan":
             lines += ["| batch size | AUROC latent score | AUROC reconstruction score | train s / run |",
                       "|---|---|---|---|"]
