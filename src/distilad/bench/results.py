@@ -206,6 +206,9 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
             if "fixed" in by_value:  # the fixed schedule never changes its pretrained teacher
                 t = _paired_mean(by_value["fixed"], pairs, "image_auroc_teacher_latent")
                 lines.append(f"| teacher (pretrained EDE-GAN) | {_pm(*t[:2])} | 1:1 | |")
+            lines += ["", "Train s: the first distilling schedule of a class and seed (`fixed`) "
+                          "includes training the pretrained teacher, which the others load from "
+                          "the teacher cache."]
             if "two-step" in got and "alone" in got:
                 gain = got["two-step"][0] - got["alone"][0]
                 claim = PKDGAN_CLAIM.get(dataset)
