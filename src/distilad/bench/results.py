@@ -183,8 +183,8 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
                   f"variant has); mean over classes per seed, then mean ± std over seeds. "
                   f"{setting}.", ""]
         if method == "edegan":
-            lines += ["| batch size | AUROC latent score | AUROC reconstruction score | train s / run |",
-                      "|---|---|---|---|"]
+            lines += _header("batch size", "AUROC latent score", "AUROC reconstruction score",
+                             "train s / run")
             for v in sorted(by_value, key=lambda b: int(b)):
                 rs = by_value[v]
                 lat = _paired_mean(rs, pairs, "image_auroc")
@@ -192,7 +192,7 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
                 secs = np.mean([r["train_seconds"] for r in rs])
                 lines.append(f"| {v} | {_pm(*lat[:2])} | {_pm(*rec[:2])} | {secs:.0f} |")
         else:
-            lines += ["| model | AUROC latent score | FLOPs T:S | train s / run |", "|---|---|---|---|"]
+            lines += _header("model", "AUROC latent score", "FLOPs T:S", "train s / run")
             order = ["alone", "fixed", "joint", "two-step"]
             names = {"alone": "student alone", "fixed": "student, one-step (teacher fixed)",
                      "joint": "student, joint only", "two-step": "student, two-step (P-KDGAN)"}
@@ -218,11 +218,16 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
     return (["## Comparisons", ""] + lines) if lines else []
 
 
+def _header(*columns: str) -> list[str]:
+    """A markdown table's header row and separator."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def speed_section(recs: list[dict[str, Any]]) -> list[str]:
     lines = ["## Speed and memory", "",
-             "| model | device | threads | train img/s | infer ms/img (batch 1) | "
-             "infer ms/img (batch 16) | teacher ms/img (b1 / b16) | RD / teacher (b1 / b16) | "
-             "peak RSS MB | file |", "|---|---|---|---|---|---|---|---|---|---|"]
+             *_header("model", "device", "threads", "train img/s", "infer ms/img (batch 1)",
+                      "infer ms/img (batch 16)", "teacher ms/img (b1 / b16)",
+                      "RD / teacher (b1 / b16)", "peak RSS MB", "file")]
     for r in recs:
         s = r["speed"]
         lines.append(
@@ -237,9 +242,9 @@ def speed_section(recs: list[dict[str, Any]]) -> list[str]:
 
 def speed_gan_section(recs: list[dict[str, Any]]) -> list[str]:
     lines = ["## Speed: EDE-GAN teacher vs P-KDGAN students (generator, 32 px)", "",
-             "| dataset | student (width, nz) | FLOPs teacher / student | FLOPs ratio | "
-             "teacher img/s (b1 / b256) | student img/s (b1 / b256) | speed-up (b1 / b256) | "
-             "device | threads | file |", "|---|---|---|---|---|---|---|---|---|---|"]
+             *_header("dataset", "student (width, nz)", "FLOPs teacher / student", "FLOPs ratio",
+                      "teacher img/s (b1 / b256)", "student img/s (b1 / b256)",
+                      "speed-up (b1 / b256)", "device", "threads", "file")]
     for r in recs:
         for row in r["rows"]:
             lines.append(
