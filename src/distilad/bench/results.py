@@ -127,18 +127,18 @@ COMPARISONS = {"edegan": "batch_size", "pkdgan": "schedule"}
 PKDGAN_CLAIM = {"cifar10": 2.44, "mnist": 1.77, "fashion-mnist": 1.73}  # two-step - alone, points
 
 
-def _paired_mean(recs: list[dict], pairs: set, metric: str) -> tuple[float, float, int]:
-    """Mean over classes per seed (only the shared (class, seed) pairs), then mean / std over
-    seeds, in points; and the number of seeds."""
+def _paired_mean(recs: list[dict], pairs: set, metric: str) -> tuple[float, float]:
+    """Mean over classes per seed (only the shared (class, seed) pairs), then mean and std over
+    seeds, in points (std NaN for one seed)."""
     per_seed = defaultdict(list)
     for r in recs:
         if (str(r["category"]), r["seed"]) in pairs and metric in r["metrics"]:
             per_seed[r["seed"]].append(r["metrics"][metric])
     means = [float(np.mean(v)) for v in per_seed.values()]
     if not means:
-        return math.nan, math.nan, 0
+        return math.nan, math.nan
     sd = float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
-    return 100 * float(np.mean(means)), 100 * sd, len(means)
+    return 100 * float(np.mean(means)), 100 * sd
 
 
 def _pm(mean: float, sd: float) -> str:
@@ -190,7 +190,7 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
                 lat = _paired_mean(rs, pairs, "image_auroc")
                 rec = _paired_mean(rs, pairs, "image_auroc_reconstruction")
                 secs = np.mean([r["train_seconds"] for r in rs])
-                lines.append(f"| {v} | {_pm(*lat[:2])} | {_pm(*rec[:2])} | {secs:.0f} |")
+                lines.append(f"| {v} | {_pm(*lat)} | {_pm(*rec)} | {secs:.0f} |")
         else:
             lines += _header("model", "AUROC latent score", "FLOPs T:S", "train s / run")
             order = ["alone", "fixed", "joint", "two-step"]
@@ -202,10 +202,10 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
                 got[v] = _paired_mean(rs, pairs, "image_auroc")
                 ratio = rs[0].get("fit_info", {}).get("flops_ratio", math.nan)
                 secs = np.mean([r["train_seconds"] for r in rs])
-                lines.append(f"| {names[v]} | {_pm(*got[v][:2])} | {ratio:.1f}:1 | {secs:.0f} |")
+                lines.append(f"| {names[v]} | {_pm(*got[v])} | {ratio:.1f}:1 | {secs:.0f} |")
             if "fixed" in by_value:  # the fixed schedule never changes its pretrained teacher
                 t = _paired_mean(by_value["fixed"], pairs, "image_auroc_teacher_latent")
-                lines.append(f"| teacher (pretrained EDE-GAN) | {_pm(*t[:2])} | 1:1 | |")
+                lines.append(f"| teacher (pretrained EDE-GAN) | {_pm(*t)} | 1:1 | |")
             lines += ["", "Train s: the first distilling schedule of a class and seed (`fixed`) "
                           "includes training the pretrained teacher, which the others load from "
                           "the teacher cache."]
