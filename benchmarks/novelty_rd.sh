@@ -26,10 +26,11 @@ worker_b() {
   run --dataset cifar10 --protocol one-class-anomalous --seeds 0 --name nd32-e1 "${ND[@]}" --set epochs=1
 }
 # follow-up (methods/rd/README.md): a cosine learning-rate decay steadies the seeds of MNIST
-# classes 4, 7 and 8; run after the sweeps above on MNIST, then Fashion-MNIST as a check
+# classes 4, 7 and 8; run after the sweeps above on MNIST, then Fashion-MNIST and CIFAR-10 as checks
 worker_c() {
   run --dataset mnist --seeds 0,1,2 --name nd32-e5-cos "${ND[@]}" --set epochs=5 --set lr_schedule='"cosine"'
   run --dataset fashion-mnist --seeds 0,1,2 --name nd32-e5-cos "${ND[@]}" --set epochs=5 --set lr_schedule='"cosine"'
+  run --dataset cifar10 --seeds 0,1,2 --name nd32-e5-cos "${ND[@]}" --set epochs=5 --set lr_schedule='"cosine"'
 }
 if [ "$COSINE_ONLY" = 1 ]; then
   worker_c; "${BIN%/distilad}/python" -m distilad.bench.results; exit 0
