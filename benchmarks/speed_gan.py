@@ -13,13 +13,12 @@ over repeats after a warm-up.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from distilad.bench.record import environment, peak_rss_mb, write_json_atomic
+from distilad.bench.record import environment, median_seconds, peak_rss_mb, write_json_atomic
 from distilad.methods.edegan.model import Generator, count_flops, latent_score
 
 # dataset: (channels, student width, student nz) giving the paper's computation ratios
@@ -33,13 +32,7 @@ def images_per_s(gen: Generator, x: torch.Tensor, repeats: int) -> float:
         _, z, z_hat = gen(x)
         latent_score(z, z_hat)
 
-    once()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t0)
-    return len(x) / statistics.median(times)
+    return len(x) / median_seconds(once, repeats)
 
 
 def main() -> None:

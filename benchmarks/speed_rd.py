@@ -9,26 +9,15 @@ Run it on a quiet machine; timings are medians over repeats after a warm-up.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
 import distilad
-from distilad.bench.record import environment, peak_rss_mb, write_json_atomic
+from distilad.bench.record import environment, median_seconds, peak_rss_mb, write_json_atomic
 from distilad.cli import demo_data_path
 from distilad.data import mvtec_test
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -61,8 +50,8 @@ def main() -> None:
     with torch.inference_mode():
         for bs, x in ((1, x1), (16, x16)):
             reps = args.repeats * (4 if bs == 1 else 1)
-            res[f"teacher_ms_b{bs}"] = 1000 * timed(lambda x=x: det.teacher(x), reps) / bs
-            res[f"infer_ms_b{bs}"] = 1000 * timed(lambda x=x: det.map_tensor(x), reps) / bs
+            res[f"teacher_ms_b{bs}"] = 1000 * median_seconds(lambda x=x: det.teacher(x), reps) / bs
+            res[f"infer_ms_b{bs}"] = 1000 * median_seconds(lambda x=x: det.map_tensor(x), reps) / bs
     # the whole public path (file decode, resize, maps back to input size) at batch 16
     t0 = time.perf_counter()
     det.score(test)

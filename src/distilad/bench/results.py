@@ -127,24 +127,14 @@ COMPARISONS = {"edegan": "batch_size", "pkdgan": "schedule"}
 PKDGAN_CLAIM = {"cifar10": 2.44, "mnist": 1.77, "fashion-mnist": 1.73}  # two-step - alone, points
 
 
-def _paired_mean(recs: list[dict], pairs: set, metric: str) -> tuple[float, float]:
-    """Mean over classes per seed (only the shared (class, seed) pairs), then mean and std over
-    seeds, in points (std NaN for one seed)."""
+def _per_seed_means(recs: list[dict], pairs: set, metric: str) -> list[float]:
+    """Mean over classes per seed, counting only the shared (class, seed) pairs; one value per
+    seed (format with ``_fmt``)."""
     per_seed = defaultdict(list)
     for r in recs:
         if (str(r["category"]), r["seed"]) in pairs and metric in r["metrics"]:
             per_seed[r["seed"]].append(r["metrics"][metric])
-    means = [float(np.mean(v)) for v in per_seed.values()]
-    if not means:
-        return math.nan, math.nan
-    sd = float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
-    return 100 * float(np.mean(means)), 100 * sd
-
-
-def _pm(mean: float, sd: float) -> str:
-    if math.isnan(mean):
-        return "-"
-    return f"{mean:.2f}" if math.isnan(sd) else f"{mean:.2f} ± {sd:.2f}"
+    return [float(np.mean(v)) for v in per_seed.values()]
 
 
 def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
@@ -187,10 +177,10 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
                              "train s / run")
             for v in sorted(by_value, key=lambda b: int(b)):
                 rs = by_value[v]
-                lat = _paired_mean(rs, pairs, "image_auroc")
-                rec = _paired_mean(rs, pairs, "image_auroc_reconstruction")
+                lat = _fmt(_per_seed_means(rs, pairs, "image_auroc"))
+                rec = _fmt(_per_seed_means(rs, pairs, "image_auroc_reconstruction"))
                 secs = np.mean([r["train_seconds"] for r in rs])
-                lines.append(f"| {v} | {_pm(*lat)} | {_pm(*rec)} | {secs:.0f} |")
+                lines.append(f"| {v} | {lat} | {rec} | {secs:.0f} |")
         else:
             lines += _header("model", "AUROC latent score", "FLOPs T:S", "train s / run")
             order = ["alone", "fixed", "joint", "two-step"]
@@ -199,18 +189,18 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
             got = {}
             for v in [o for o in order if o in by_value]:
                 rs = by_value[v]
-                got[v] = _paired_mean(rs, pairs, "image_auroc")
+                got[v] = _per_seed_means(rs, pairs, "image_auroc")
                 ratio = rs[0].get("fit_info", {}).get("flops_ratio", math.nan)
                 secs = np.mean([r["train_seconds"] for r in rs])
-                lines.append(f"| {names[v]} | {_pm(*got[v])} | {ratio:.1f}:1 | {secs:.0f} |")
+                lines.append(f"| {names[v]} | {_fmt(got[v])} | {ratio:.1f}:1 | {secs:.0f} |")
             if "fixed" in by_value:  # the fixed schedule never changes its pretrained teacher
-                t = _paired_mean(by_value["fixed"], pairs, "image_auroc_teacher_latent")
-                lines.append(f"| teacher (pretrained EDE-GAN) | {_pm(*t)} | 1:1 | |")
+                t = _fmt(_per_seed_means(by_value["fixed"], pairs, "image_auroc_teacher_latent"))
+                lines.append(f"| teacher (pretrained EDE-GAN) | {t} | 1:1 | |")
             lines += ["", "Train s: the first distilling schedule of a class and seed (`fixed`) "
                           "includes training the pretrained teacher, which the others load from "
                           "the teacher cache."]
             if "two-step" in got and "alone" in got:
-                gain = got["two-step"][0] - got["alone"][0]
+                gain = 100 * (np.mean(got["two-step"]) - np.mean(got["alone"]))
                 claim = PKDGAN_CLAIM.get(dataset)
                 lines += ["", f"Two-step minus alone: {gain:+.2f} points"
                           + (f" (paper: +{claim:.2f})." if claim is not None else ".")]

@@ -244,9 +244,10 @@ def main_bench(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     for k, spec in enumerate(todo, 1):
         out = results / f"{spec.run_id}.json"
+        lock = results / f".{spec.run_id}.lock"
         # several `distilad bench` processes may share a sweep: skip what another one finished
         # or is running now
-        if read_json(out) is not None or not claim(results / f".{spec.run_id}.lock"):
+        if read_json(out) is not None or not claim(lock):
             print(f"[{k}/{len(todo)}] {spec.run_id}: done or running elsewhere, skipped", flush=True)
             continue
         try:
@@ -255,7 +256,7 @@ def main_bench(args: argparse.Namespace) -> int:
             record["wall_seconds"] = round(time.perf_counter() - t0, 3)
             write_json_atomic(out, record)
         finally:
-            (results / f".{spec.run_id}.lock").unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
         dt = time.perf_counter() - t0
         elapsed = time.perf_counter() - t_start
         eta = elapsed / k * (len(todo) - k)

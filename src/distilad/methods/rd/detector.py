@@ -17,7 +17,7 @@ from distilad.detector import Detector, register
 from distilad.errors import DistiladError
 from distilad.methods.rd.model import Student, anomaly_map, rd_loss
 from distilad.modules.batchnorm import recompute_batchnorm
-from distilad.modules.schedule import LR_SCHEDULES, make_lr_schedule
+from distilad.modules.schedule import check_lr_schedule, make_lr_schedule
 
 
 @register
@@ -47,9 +47,7 @@ class ReverseDistillation(Detector):
         p = self.params
         if p["image_score"] not in ("max", "mean"):
             raise DistiladError(f"rd: image_score must be 'max' or 'mean', got {p['image_score']!r}")
-        if p["lr_schedule"] not in LR_SCHEDULES:
-            raise DistiladError(f"rd: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
-                                f"got {p['lr_schedule']!r}")
+        check_lr_schedule(p["lr_schedule"])
         weights = p["weights"]
         if getattr(self, "_loading", False):
             weights = "random"  # the teacher's tensors come from the model file
@@ -82,8 +80,10 @@ class ReverseDistillation(Detector):
         opt = torch.optim.Adam(self.student.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
         gen = torch.Generator().manual_seed(int(p["seed"]))
         bs = int(p["batch_size"])
-        steps_per_epoch = sum(1 for s in range(0, n, bs) if min(bs, n - s) >= 2 or n < 2)
-        schedule = make_lr_schedule(opt, p["lr_schedule"], steps_per_epoch * int(p["epochs"]))
+        # BatchNorm needs 2+ samples: a last batch of one is skipped (the official loader keeps
+        # it, which would crash there too)
+        starts = [s for s in range(0, n, bs) if min(bs, n - s) >= 2 or n < 2]
+        schedule = make_lr_schedule(opt, p["lr_schedule"], len(starts) * int(p["epochs"]))
         history = []
         bar = tqdm(range(int(p["epochs"])), desc=f"rd fit ({n} images)", unit="epoch",
                    disable=not progress)
@@ -91,10 +91,8 @@ class ReverseDistillation(Detector):
             self.student.train()
             perm = torch.randperm(n, generator=gen)
             total, count = 0.0, 0
-            for start in range(0, n, bs):
+            for start in starts:
                 idx = perm[start:start + bs]
-                if len(idx) < 2 and n >= 2:  # BatchNorm needs 2+ samples; the official loader
-                    continue                # keeps such a batch, which would crash there too
                 t = [f[idx].to(self.device, non_blocking=True) for f in feats]
                 loss = rd_loss(t, self.student(t))
                 opt.zero_grad(set_to_none=True)
