@@ -68,13 +68,31 @@ def tiny_mvtec(tmp_path: Path, _tiny_mvtec_master: Path) -> Path:
     return dst
 
 
+DATA_ENV = "DISTILAD_DATA"
+
+
+def find_shared_data() -> tuple[Path | None, str]:
+    """The optional shared data folder and, when it is absent, why: ``$DISTILAD_DATA`` when set
+    (and only it, so a wrong setting is reported rather than silently replaced), else
+    ``../shared/data`` next to the checkout. No other place is looked at."""
+    env = os.environ.get(DATA_ENV, "").strip()
+    if env:
+        cand = Path(env).expanduser()
+        if cand.is_dir():
+            return cand, ""
+        return None, f"${DATA_ENV}={env} is not a folder"
+    cand = REPO.parent / "shared" / "data"
+    if cand.is_dir():
+        return cand, ""
+    return None, (f"shared data folder not found: set ${DATA_ENV} to it, or place it at "
+                  f"../shared/data next to the checkout")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``$DISTILAD_DATA`` or ``/work/shared/data``; the test is skipped when neither exists."""
-    env = os.environ.get("DISTILAD_DATA", "").strip()
-    cands = [Path(env).expanduser()] if env else []
-    cands += [REPO.parent / "shared" / "data", Path("/work/shared/data")]
-    for cand in cands:
-        if cand.is_dir():
-            return cand
-    pytest.skip("shared data folder not found (set DISTILAD_DATA)")
+    """``$DISTILAD_DATA`` or ``../shared/data`` (see :func:`find_shared_data`); the test is
+    skipped, with the reason, when it is absent."""
+    root, why = find_shared_data()
+    if root is None:
+        pytest.skip(why)
+    return root

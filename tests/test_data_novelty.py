@@ -1,44 +1,30 @@
 """Tests of the one-class novelty benchmarks (:mod:`distilad.data.novelty`).
 
 Tests on tiny synthetic files run everywhere; tests on the real MNIST / Fashion-MNIST / CIFAR-10
-files use ``$DISTILAD_DATA`` (or a ``shared/data`` folder next to / inside the checkout) and are
+files use ``$DISTILAD_DATA`` (or ``../shared/data`` next to the checkout) and are
 skipped, with the reason, when that folder is absent.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import find_shared_data
 from PIL import Image
 
 from distilad.data import novelty as nv
 from distilad.data.base import ArrayImageSet
 
-REPO = Path(__file__).resolve().parents[1]
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def _find_real_data() -> Path | None:
-    candidates = []
-    env = os.environ.get(nv.DATA_ENV, "").strip()
-    if env:
-        candidates.append(Path(env).expanduser())
-    candidates += [REPO / "shared" / "data", REPO.parent / "shared" / "data"]
-    candidates.append(Path("/work/shared/data"))
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return None
-
-
-REAL_DATA = _find_real_data()
+REAL_DATA, REAL_DATA_MISSING = find_shared_data()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -55,11 +41,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def real_root(*needed: str) -> Path:
     """The real data root, or skip the test when it (or a needed sub-folder) is absent."""
     if REAL_DATA is None:
-        pytest.skip(
-            f"real data not found: set {nv.DATA_ENV} to the folder holding MNIST/raw/, "
-            "FashionMNIST/raw/ and cifar10-jpeg/ (also looked for shared/data and "
-            "/work/shared/data)"
-        )
+        pytest.skip(f"real data (MNIST/raw/, FashionMNIST/raw/, cifar10-jpeg/): {REAL_DATA_MISSING}")
     for sub in needed:
         if not (REAL_DATA / sub).exists():
             pytest.skip(f"real data: {REAL_DATA / sub} is absent")
