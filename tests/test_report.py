@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -173,13 +174,27 @@ def test_write_html_report(tmp_path: Path) -> None:
     # side by side: image + overlay (with gap)
     with Image.open(pngs[0]) as im:
         assert im.size[0] > 2 * 24
-    # every referenced image exists, cards sorted by score descending
+    # cards sorted by score descending, each image embedded (the page stands alone)
     order = np.argsort(-d["scores"])
-    positions = [html.index(f'src="overlays/{i}_') for i in order]
+    positions = [html.index(f'<div class="name">#{i} ') for i in order]
     assert positions == sorted(positions)
-    for p in pngs:
-        assert f"overlays/{p.name}" in html
+    srcs = re.findall(r'<img src="([^"]*)"', html)
+    assert len(srcs) == n and all(s.startswith("data:image/jpeg;base64,") for s in srcs)
+    assert "needs its folder" not in html
     assert "Limited" not in html
+    # linked instead of embedded: every referenced PNG exists and the page says it needs them
+    linked = write_html_report(tmp_path / "linked", title="t", metrics={}, labels=labels,
+                               threshold=0.5, vmin=0.0, vmax=1.0, embed_images=False, **d)
+    html = linked.read_text(encoding="utf-8")
+    srcs = re.findall(r'<img src="([^"]*)"', html)
+    assert len(srcs) == n and all((linked.parent / s).is_file() for s in srcs)
+    assert "needs its folder" in html
+    # over the size limit: linked too, and the page says why
+    big = write_html_report(tmp_path / "big", title="t", metrics={}, labels=labels,
+                            threshold=0.5, vmin=0.0, vmax=1.0, max_embedded_mb=1e-3, **d)
+    html = big.read_text(encoding="utf-8")
+    assert "needs its folder" in html and "larger than 0.001 MB" in html
+    assert all(s.startswith("overlays/") for s in re.findall(r'<img src="([^"]*)"', html))
 
 
 def test_write_html_report_unlabelled_no_maps_limited(tmp_path: Path) -> None:

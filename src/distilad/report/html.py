@@ -1,12 +1,15 @@
-"""Self-contained HTML report: metrics, plots, colour bar and an image grid of overlays.
+"""The HTML test report: metrics, validation metrics, plots, colour bar and a grid of overlays.
 
-The page is a single ``report.html`` with inline CSS and inline SVG plots; the per-image PNGs
-live in ``overlays/`` next to it and are referenced by relative path, so the folder can be
-moved or zipped as a whole.
+``report.html`` is one self-contained file: CSS and SVG plots inline, the image panels embedded
+as data URIs (JPEG), so it can be mailed or moved alone. When the embedded images would exceed
+a size limit, the page links the PNGs in ``overlays/`` instead and says at the top that it needs
+that folder. The PNG panels are written to ``overlays/`` in both cases.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -17,8 +20,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
-from .overlay import overlay_heatmap, save_png, side_by_side, to_rgb_uint8
+from .metrics_doc import METRIC_LABELS, as_count, validation_caption
+from .overlay import overlay_heatmap, save_png, shrink, side_by_side, to_rgb_uint8
 from .plots import colorbar_svg, histogram_svg, roc_svg
 
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -44,6 +49,7 @@ td.num { font-family: monospace; text-align: right; }
 .card .name { font-weight: bold; word-break: break-all; }
 .card .meta span { margin-right: 0.8em; }
 .wrongmark { color: #d62728; font-weight: bold; }
+.needsfolder { background: #fff3cd; border: 1px solid #e0b000; padding: 0.6em; }
 """
 
 
@@ -60,7 +66,9 @@ def _safe_name(name: str, max_len: int = 80) -> str:
 
 
 def _fmt_value(v: Any) -> str:
-    """A metric / extra value as text."""
+    """A metric / extra value as text (None: n/a)."""
+    if v is None:
+        return "n/a"
     if isinstance(v, bool | np.bool_):
         return str(bool(v))
     if isinstance(v, int | np.integer):
@@ -74,24 +82,20 @@ def _fmt_value(v: Any) -> str:
 
 
 def _kv_table(d: Mapping[str, Any], header: tuple[str, str]) -> str:
+    """Two-column table; ``n_*`` keys (counts) print as integers, known metrics get a label."""
+    def name(k: Any) -> str:
+        label = METRIC_LABELS.get(str(k))
+        return f"{label} ({k})" if label else str(k)
+
     rows = "".join(
-        f'<tr><td>{escape(str(k))}</td><td class="num">{escape(_fmt_value(v))}</td></tr>'
+        f'<tr><td>{escape(name(k))}</td><td class="num">'
+        f'{escape(_fmt_value(as_count(v) if str(k).startswith("n_") else v))}</td></tr>'
         for k, v in d.items()
     )
     return (
         f'<table class="kv"><tr><th>{escape(header[0])}</th><th>{escape(header[1])}</th></tr>'
         f"{rows}</table>"
     )
-
-
-def _thumbnail(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
-    """Shrink (H, W, 3) uint8 so that its longer side is at most ``max_side`` (never enlarge)."""
-    h, w = rgb.shape[:2]
-    if max_side is None or max(h, w) <= max_side:
-        return rgb
-    s = max_side / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
 
 
 def _label_text(v: int) -> str:
@@ -107,7 +111,7 @@ def write_html_report(
     out_dir: str | PathLike[str],
     *,
     title: str,
-    metrics: Mapping[str, float],
+    metrics: Mapping[str, Any],
     images: Sequence[np.ndarray],
     maps: Sequence[np.ndarray | None] | None,
     masks: Sequence[np.ndarray | None] | None,
@@ -121,19 +125,25 @@ def write_html_report(
     max_images: int = 200,
     extra: Mapping[str, Any] | None = None,
     max_side: int | None = 384,
+    notes: Sequence[str] | None = None,
+    validation: Mapping[str, Any] | None = None,
+    embed_images: bool | None = None,
+    max_embedded_mb: float = 30.0,
+    progress: bool = False,
 ) -> Path:
     """Write ``out_dir/report.html`` and one PNG per shown image in ``out_dir/overlays/``.
 
     Images are shown sorted by score, highest first; only the ``max_images`` highest-scoring
-    ones get a card (and a PNG), and the page says so when the list was cut. Each PNG is the
+    ones get a card (and a PNG), and the page says so when the list was cut. Each panel is the
     image and its heatmap overlay side by side (ground-truth contour in green on the overlay
     when a mask exists), or just the image when ``maps`` is None. All heatmaps use the same
-    fixed colour scale ``[vmin, vmax]``.
+    fixed colour scale ``[vmin, vmax]``, drawn once as a colour bar above the grid.
 
     Args:
         out_dir: output folder (created).
         title: page title.
-        metrics: metric name -> value, shown as a table.
+        metrics: test metric name -> value (None or NaN shows as n/a), shown as a table; keys
+            ``n_*`` are counts and print as integers.
         images: N images, each (H, W, C) float32 in [0, 1] with C in {1, 3}, or uint8. Only
             the shown ones are accessed.
         maps: N anomaly maps (h, w) float (any resolution; resized to the image), an entry may
@@ -151,6 +161,15 @@ def write_html_report(
             small table.
         max_side: longer side in pixels of each panel in the PNGs (images are shrunk, never
             enlarged, before overlaying); None keeps full resolution.
+        notes: sentences shown under the test metrics (e.g. why a metric is n/a).
+        validation: ``Detector.fit_info["validation"]`` (``kind``, ``n_normal``,
+            ``n_anomalous``, ``metrics``), shown in a table of its own; None: no such section.
+        embed_images: True: embed every panel in the page; False: link the PNGs in
+            ``overlays/``; None: embed unless the embedded data would exceed
+            ``max_embedded_mb``.
+        max_embedded_mb: size limit of the embedded images (base64 text, MB) when
+            ``embed_images`` is None.
+        progress: show a progress bar (stderr) while the panels are drawn.
 
     Returns:
         Path of the written ``report.html``.
@@ -176,10 +195,13 @@ def write_html_report(
     shown = order[: max(int(max_images), 0)]
 
     pred = None if thr is None else (scores_arr >= thr).astype(np.int64)
-    cards: list[str] = []
-    for idx in shown:
+    budget = math.inf if embed_images else max_embedded_mb * 1e6
+    embedded: dict[int, str] | None = None if embed_images is False else {}
+    embedded_bytes = 0
+    panels: list[tuple[int, str]] = []
+    for idx in tqdm(shown, desc="report images", unit="img", disable=not progress, leave=False):
         i = int(idx)
-        rgb = _thumbnail(to_rgb_uint8(images[i]), max_side)
+        rgb = shrink(to_rgb_uint8(images[i]), max_side)
         amap = None if maps is None else maps[i]
         if amap is not None:
             mask = None if masks is None else masks[i]
@@ -189,13 +211,36 @@ def write_html_report(
             panel = rgb
         fname = f"{i}_{_safe_name(names[i])}.png"
         save_png(panel, overlay_dir / fname)
-        cards.append(_card(i, str(names[i]), fname, scores_arr[i], labels_arr, pred))
+        panels.append((i, fname))
+        if embedded is not None:
+            uri = _jpeg_data_uri(panel)
+            embedded_bytes += len(uri)
+            if embedded_bytes > budget:
+                embedded = None  # too big: link all panels instead (the page says so)
+            else:
+                embedded[i] = uri
+    cards = [_card(i, str(names[i]), embedded[i] if embedded is not None else
+                   f"overlays/{fname}", scores_arr[i], labels_arr, pred) for i, fname in panels]
 
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
+    ]
+    if embedded is None and panels:
+        parts.append(
+            '<p class="needsfolder"><b>This page needs its folder:</b> the images are the PNG '
+            'files in <code>overlays/</code> beside <code>report.html</code>; keep the two '
+            "together when moving or sharing the report"
+            + (
+                f" (embedding them would make the page larger than {max_embedded_mb:g} MB)"
+                if embed_images is None
+                else ""
+            )
+            + ".</p>"
+        )
+    parts += [
         f'<p class="note">{n} images'
         + (
             f", {int((labels_arr == 0).sum())} normal, {int((labels_arr == 1).sum())} anomalous"
@@ -204,11 +249,13 @@ def write_html_report(
         )
         + (f"; threshold {escape(_fmt_value(thr))}" if thr is not None else "; no threshold")
         + ".</p>",
-        "<h2>Metrics</h2>",
+        "<h2>Test metrics</h2>",
         _kv_table(metrics, ("metric", "value")) if metrics else '<p class="note">none</p>',
     ]
+    parts += [f'<p class="note">{escape(str(note))}</p>' for note in notes or ()]
     if labels_arr is not None and pred is not None:
         parts.append(_confusion(labels_arr, pred))
+    parts.append(_validation_section(validation))
     if extra:
         parts += ["<h2>Run</h2>", _kv_table(extra, ("", ""))]
 
@@ -249,6 +296,11 @@ def write_html_report(
         )
     else:
         parts.append(f'<p class="note">All {n} images, sorted by score (highest first).</p>')
+    if embedded is not None and panels:
+        parts.append(
+            '<p class="note">Images are embedded in this page; full-quality PNG copies are in '
+            "<code>overlays/</code>.</p>"
+        )
     parts.append('<div class="grid">')
     parts += cards
     parts.append("</div></body></html>")
@@ -256,6 +308,29 @@ def write_html_report(
     path = out / "report.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def _jpeg_data_uri(rgb: np.ndarray, quality: int = 88) -> str:
+    """(H, W, 3) uint8 as a ``data:image/jpeg;base64,...`` URI."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _validation_section(validation: Mapping[str, Any] | None) -> str:
+    """The validation metrics of the model (from fit time), apart from the test metrics."""
+    head = "<h2>Validation metrics (from fitting, no test data)</h2>"
+    if not validation:
+        return (head + '<p class="note">This model has no validation record (it was fitted '
+                "without validation, or by an older version).</p>")
+    caption = validation_caption(validation)
+    metrics = validation.get("metrics") or {}
+    return (
+        head
+        + f'<p class="note">{escape(caption[0].upper() + caption[1:])}. Synthetic defects are '
+        "only a rough guide to real ones.</p>"
+        + (_kv_table(metrics, ("metric", "value")) if metrics else '<p class="note">none</p>')
+    )
 
 
 def _confusion(labels: np.ndarray, pred: np.ndarray) -> str:
@@ -274,7 +349,7 @@ def _confusion(labels: np.ndarray, pred: np.ndarray) -> str:
 def _card(
     i: int,
     name: str,
-    fname: str,
+    src: str,
     score: float,
     labels: np.ndarray | None,
     pred: np.ndarray | None,
@@ -294,7 +369,7 @@ def _card(
             meta.append('<span class="wrongmark">&#10007; wrong</span>')
     return (
         f'<div class="{" ".join(classes)}">'
-        f'<img src="overlays/{escape(fname)}" alt="{escape(name)}" loading="lazy">'
+        f'<img src="{escape(src)}" alt="{escape(name)}" loading="lazy">'
         f'<div class="name">#{i} {escape(name)}</div>'
         f'<div class="meta">{"".join(meta)}</div></div>'
     )

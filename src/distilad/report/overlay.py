@@ -11,7 +11,7 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 #: RGB colour of ground-truth contours.
@@ -270,3 +270,87 @@ def save_png(array_uint8: np.ndarray, path: str | PathLike[str]) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(a)).save(p, format="PNG")
     return p
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def colorbar_strip(width: int, vmin: float, vmax: float, threshold: float | None = None,
+                   title: str = "anomaly map colour scale", height: int = 46) -> np.ndarray:
+    """A horizontal colour bar as an image, for PNGs that must explain their own colours.
+
+    Args:
+        width: width in pixels (at least 120).
+        vmin: value of the left end (first colour).
+        vmax: value of the right end (last colour).
+        threshold: marked with a black tick when inside ``[vmin, vmax]``.
+        title: caption written left above the bar.
+        height: height in pixels.
+
+    Returns:
+        (height, width, 3) uint8 image on white: caption, gradient, end values, threshold.
+    """
+    width = max(int(width), 120)
+    lo, hi = _scale_bounds(vmin, vmax)
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = _font(11)
+    x0, x1, y0, y1 = 6, width - 6, 16, 28
+    ramp = LUT[np.round(np.linspace(0, len(LUT) - 1, x1 - x0)).astype(np.intp)]
+    img.paste(Image.fromarray(np.ascontiguousarray(np.repeat(ramp[None], y1 - y0, axis=0))),
+              (x0, y0))
+    draw.rectangle((x0 - 1, y0 - 1, x1, y1), outline=(60, 60, 60))
+    draw.text((x0, 2), title, fill=(0, 0, 0), font=font)
+    lo_text, hi_text = f"{lo:.3g}", f"{hi:.3g}"
+    draw.text((x0, y1 + 3), lo_text, fill=(0, 0, 0), font=font)
+    draw.text((x1 - draw.textlength(hi_text, font=font), y1 + 3), hi_text, fill=(0, 0, 0),
+              font=font)
+    if threshold is not None and np.isfinite(threshold) and lo <= threshold <= hi:
+        x = x0 + (float(threshold) - lo) / (hi - lo) * (x1 - x0)
+        draw.line((x, y0 - 3, x, y1 + 2), fill=(0, 0, 0), width=2)
+        label = f"threshold {float(threshold):.3g}"
+        tx = min(max(x - draw.textlength(label, font=font) / 2, x0 + 40),
+                 x1 - 40 - draw.textlength(label, font=font))
+        draw.text((tx, y1 + 3), label, fill=(0, 0, 0), font=font)
+    return np.asarray(img)
+
+
+def image_map_panel(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float,
+                    threshold: float | None = None, mask: np.ndarray | None = None,
+                    max_side: int | None = None) -> np.ndarray:
+    """The image, its heatmap overlay beside it, and the colour bar below both.
+
+    Args:
+        image: (H, W[, C]) image (see :func:`to_rgb_uint8`).
+        amap: (h, w) anomaly map, resized to the (possibly shrunk) image.
+        vmin: fixed lower end of the colour scale.
+        vmax: fixed upper end of the colour scale.
+        threshold: marked on the colour bar (map units, e.g. the image threshold of max pooling).
+        mask: optional ground-truth mask, drawn as a green contour on the overlay.
+        max_side: shrink the image so that its longer side is at most this (None: full size).
+
+    Returns:
+        (H' + bar height, 2 W' + gap, 3) uint8.
+    """
+    rgb = shrink(to_rgb_uint8(image), max_side)
+    pair = side_by_side([rgb, overlay_heatmap(rgb, amap, vmin, vmax, mask=mask)])
+    bar = colorbar_strip(pair.shape[1], vmin, vmax, threshold)
+    out = np.full((pair.shape[0] + bar.shape[0], max(pair.shape[1], bar.shape[1]), 3), 255,
+                  np.uint8)
+    out[: pair.shape[0], : pair.shape[1]] = pair
+    out[pair.shape[0]:, : bar.shape[1]] = bar
+    return out
+
+
+def shrink(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Shrink (H, W, 3) uint8 so that its longer side is at most ``max_side`` (never enlarge)."""
+    h, w = rgb.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return rgb
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
