@@ -109,15 +109,18 @@ def test_predict_folder(model_file: Path, tiny_mvtec: Path, tmp_path: Path,
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
-    assert set(rows[0]) == {"file", "score", "normalized_score", "label"}
+    assert set(rows[0]) == {"file", "score", "normalized_score", "label", "overlay"}
     assert {Path(r["file"]).name for r in rows} == {"000.jpg", "001.jpg", "002.jpg", "gray.png"}
     for r in rows:
         assert r["label"] in ("0", "1") and 0.0 <= float(r["normalized_score"]) <= 1.0
         assert (float(r["normalized_score"]) > 0.5) == (r["label"] == "1")
     pngs = sorted((out / "overlays").glob("*.png"))
-    assert len(pngs) == 4
+    assert len(pngs) == 4 and {r["overlay"] for r in rows} == {f"overlays/{p.name}" for p in pngs}
+    # image | overlay side by side (4 px gap), a 46 px colour bar below; small images are
+    # enlarged by an integer factor to at least 192 px (x3 for both)
     sizes = {p.name.split("_", 1)[1]: Image.open(p).size for p in pngs}
-    assert sizes["gray.png"] == (80, 48) and sizes["000.png"] == (64, 64)
+    assert sizes["gray.png"] == (2 * 240 + 4, 144 + 46)
+    assert sizes["000.png"] == (2 * 192 + 4, 192 + 46)
     doc = json.loads((out / "predictions.json").read_text())
     assert len(doc["predictions"]) == 4 and isinstance(doc["threshold"], float)
     printed = capsys.readouterr().out

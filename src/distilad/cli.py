@@ -2,7 +2,8 @@
 
 User errors (missing folder, unreadable image, unknown method, bad model file, existing output)
 end with one line on stderr and exit status 2; nothing a user wrote before is overwritten unless
-``--overwrite`` is given.
+``--overwrite`` is given. Output folders of ``test``, ``predict`` and ``demo`` appear complete
+or not at all (see :mod:`distilad.report.staging`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from distilad.bench.record import write_json_atomic
 from distilad.errors import DistiladError
+
+if TYPE_CHECKING:
+    from distilad.report.staging import StagedFolder
 
 EXIT_USER_ERROR = 2
 
@@ -50,24 +56,34 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def _fresh_output(path: Path, overwrite: bool) -> Path:
-    """Refuse to write into a non-empty folder unless asked."""
-    if path.exists() and not path.is_dir():
-        raise DistiladError(f"output {path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise DistiladError(f"output folder {path} is not empty; choose another or pass --overwrite")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def _fresh_output(path: Path, overwrite: bool) -> StagedFolder:
+    """The output folder as a :class:`StagedFolder`: refused now (before any work) when it is a
+    file or a non-empty folder without ``--overwrite``; written in a temporary folder beside it
+    and moved into place only when complete (an error or Ctrl-C leaves no partial folder and
+    the earlier results as they were)."""
+    from distilad.report import StagedFolder
+
+    return StagedFolder(path, overwrite)
 
 
-def _print_metrics(m: dict[str, float]) -> None:
-    names = [("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"),
-             ("aupro", "AUPRO@0.3"), ("pro_rd4ad_per_image", "PRO (RD4AD per-image)"),
-             ("image_ap", "image AP"), ("image_f1_max", "image F1-max"),
-             ("fpr_at_threshold", "FPR at threshold"), ("tpr_at_threshold", "TPR at threshold")]
-    for key, label in names:
-        if key in m:
-            print(f"  {label:<24s} {m[key]:.4f}")
+def _print_metrics(m: dict[str, Any], notes: list[str] | None = None) -> None:
+    from distilad.report.metrics_doc import metric_lines
+
+    for line in metric_lines(m):
+        print(line)
+    for note in notes or []:
+        print(f"  note: {note}")
+
+
+def _print_validation(validation: dict[str, Any] | None) -> None:
+    """The model's validation metrics (from fit time), labelled apart from test metrics."""
+    from distilad.report.metrics_doc import metric_lines, validation_caption
+
+    if not validation:
+        return
+    print(f"{validation_caption(validation)}:")
+    for line in metric_lines(validation.get("metrics") or {}):
+        print(line)
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -76,12 +92,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     from distilad.backbones import OFFLINE_TEACHERS, WEIGHTS_FILE_TEACHERS
     from distilad.detector import _REGISTRY
 
+    if args.method:
+        if args.method not in _REGISTRY:
+            raise DistiladError(f"unknown method {args.method!r}; known: "
+                                f"{', '.join(list_detectors())}")
+        cls = _REGISTRY[args.method]
+        print(f"{args.method}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print("arguments (set with the named options of `distilad fit`, or --set KEY=VALUE) "
+              "and their defaults:")
+        for key, value in {**cls.common_defaults, **cls.defaults}.items():
+            print(f"  {key:<22s} {json.dumps(value)}")
+        return 0
     print("methods:")
     for name in list_detectors():
         doc = (_REGISTRY[name].__doc__ or "").strip().splitlines()[0]
         print(f"  {name:<14s} {doc}")
     print("teachers (offline ImageNet weights):", ", ".join(OFFLINE_TEACHERS))
     print("teachers (need --weights PATH):", ", ".join(WEIGHTS_FILE_TEACHERS), "and other timm CNNs")
+    print("`distilad list METHOD` shows a method's arguments and their defaults")
     return 0
 
 
@@ -117,26 +145,82 @@ def computation_line(info: dict[str, Any]) -> str:
     return ""
 
 
-def run_test(det: Any, data: Any, out: Path, title: str) -> dict[str, float]:
-    """Evaluate, write metrics.json and report.html into ``out``; returns the metrics."""
-    from distilad import metrics as M
-    from distilad.evaluate import evaluate
-    from distilad.report import write_html_report
+def _score_in_chunks(det: Any, images: Any, progress: bool, desc: str,
+                     chunk: int = 16) -> Iterator[tuple[range, Any]]:
+    """Score ``images`` ``chunk`` at a time under one progress bar (stderr; off when not
+    ``progress``), so that a run of any size shows how far it is. Yields (indices, ScoreResult
+    of those images). The method's own bars are switched off: this one replaces them."""
+    from tqdm.auto import tqdm
 
-    m, result, images = evaluate(det, data)
+    det.params["progress"] = False
+    n = len(images)
+    with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, n, chunk):
+            idx = range(start, min(start + chunk, n))
+            yield idx, det.score(images.subset(list(idx)))
+            bar.update(len(idx))
+
+
+def _merge_results(parts: list[Any]) -> Any:
+    """One ScoreResult from the chunks of :func:`_score_in_chunks`, in order."""
+    import numpy as np
+
+    from distilad import ScoreResult
+
+    maps: Any = None
+    if parts and all(p.anomaly_maps is not None for p in parts):
+        maps = [m for p in parts for m in p.anomaly_maps]
+        if len({m.shape for m in maps}) <= 1:
+            maps = np.stack(maps) if maps else np.zeros((0, 0, 0), np.float32)
+
+    def cat(key: str) -> Any:
+        vals = [getattr(p, key) for p in parts]
+        return None if not vals or any(v is None for v in vals) else np.concatenate(vals)
+
+    return ScoreResult(image_scores=cat("image_scores") if parts else np.zeros(0),
+                       anomaly_maps=maps, names=[n for p in parts for n in p.names],
+                       normalized_scores=cat("normalized_scores"), labels=cat("labels"),
+                       seconds=sum(p.seconds for p in parts))
+
+
+def run_test(det: Any, data: Any, out: Path, title: str,
+             progress: bool = True) -> tuple[dict[str, Any], list[str]]:
+    """Score labelled ``data`` and write ``metrics.json`` (strict JSON: undefined metrics are
+    null, with the reasons in ``notes``) and ``report.html`` into ``out``.
+
+    Returns (metrics with None where undefined, notes saying why).
+    """
+    import numpy as np
+
+    from distilad import metrics as M
+    from distilad.data import as_image_set
+    from distilad.evaluate import compute_metrics
+    from distilad.jsonsafe import dumps_strict, to_strict
+    from distilad.report import write_html_report
+    from distilad.report.metrics_doc import explain_metrics
+
+    images = as_image_set(data, split="test")
+    if images.labels is None:
+        raise DistiladError("evaluation needs labelled images (an MVTec-style category folder "
+                            "with test/good and test/<defect> sub-folders)")
+    result = _merge_results([r for _, r in _score_in_chunks(det, images, progress, "scoring")])
     cal = det.calibration
+    maps = result.anomaly_maps
+    m, notes = explain_metrics(compute_metrics(images, result), has_maps=maps is not None,
+                               has_masks=images.has_masks, calibrated=cal is not None)
     roc = None
-    if "image_auroc" in m:
+    if m.get("image_auroc") is not None:
         fpr, tpr, _ = M.roc_curve(images.labels, result.image_scores)
         roc = (fpr, tpr, m["image_auroc"])
-    maps = result.anomaly_maps
     vmin = cal.map_vmin if cal and cal.map_vmin is not None else 0.0
     vmax = cal.map_vmax if cal and cal.map_vmax is not None else 1.0
     masks = [images.mask(i) for i in range(len(images))] if images.has_masks else None
-    report = write_html_report(
+    validation = det.fit_info.get("validation")
+    write_html_report(
         out, title=title, metrics=m, images=images, maps=None if maps is None else list(maps),
         masks=masks, names=images.names, labels=images.labels, scores=result.image_scores,
         threshold=cal.threshold if cal else None, vmin=vmin, vmax=vmax, roc=roc,
+        notes=notes, validation=validation, progress=progress,
         extra={"method": det.name, "data": images.description,
                "colour scale": f"{vmin:.4f} .. {vmax:.4f} (from held-out normals)",
                "threshold": f"{cal.threshold:.4f} (target FPR {cal.target_fpr})" if cal else "-"})
@@ -145,60 +229,99 @@ def run_test(det: Any, data: Any, out: Path, title: str) -> dict[str, float]:
                   else float(result.normalized_scores[i]),
                   "predicted": None if result.labels is None else int(result.labels[i])}
                  for i, (n, lab, s) in enumerate(zip(images.names, images.labels,
-                                                      result.image_scores, strict=True))]
-    write_json_atomic(out / "metrics.json", {"metrics": m, "model": det.config(), "images": per_image,
-                                       "scoring_seconds": result.seconds})
-    print(f"report: {report}")
-    return m
+                                                      np.asarray(result.image_scores),
+                                                      strict=True))]
+    doc = {"metrics": m, "notes": notes, "validation": validation, "model": det.config(),
+           "images": per_image, "scoring_seconds": result.seconds}
+    replaced: list[str] = []
+    doc = to_strict(doc, replaced)
+    if replaced:
+        shown = ", ".join(replaced[:10]) + (f" and {len(replaced) - 10} more"
+                                            if len(replaced) > 10 else "")
+        doc["notes"].append(f"not finite numbers, written as null: {shown}")
+    (out / "metrics.json").write_text(dumps_strict(doc), encoding="utf-8")
+    return m, notes
 
 
 def cmd_test(args: argparse.Namespace) -> int:
     import distilad
     from distilad.data import as_image_set
 
+    out = Path(args.output)
+    staged = _fresh_output(out, args.overwrite)
     det = distilad.load_detector(args.model, device=args.device or "auto")
     images = as_image_set(args.data, split="test")
     if images.labels is None:
         raise DistiladError(f"{args.data} has no labels: `test` needs an MVTec-style folder with "
                             "test/good and test/<defect>; use `predict` for unlabelled images")
-    out = _fresh_output(Path(args.output), args.overwrite)
-    m = run_test(det, images, out, f"{det.name} on {args.data}")
-    print(f"{det.name} on {args.data}:")
-    _print_metrics(m)
+    with staged as tmp:
+        m, notes = run_test(det, images, tmp, f"{det.name} on {args.data}",
+                            progress=not args.quiet)
+    print(f"{det.name} on {args.data}, test metrics ({m['n_images']} images, "
+          f"{m['n_anomalous']} anomalous):")
+    _print_metrics(m, notes)
+    _print_validation(det.fit_info.get("validation"))
+    print(f"report: {out / 'report.html'}; metrics: {out / 'metrics.json'}")
     return 0
 
 
+PREDICTION_COLUMNS = ("file", "score", "normalized_score", "label", "overlay")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from tqdm.auto import tqdm
+
     import distilad
     from distilad.data import image_files
-    from distilad.report import overlay_heatmap, save_png
+    from distilad.jsonsafe import dumps_strict
+    from distilad.report import image_map_panel, safe_stem, save_png
 
+    out = Path(args.output)
+    staged = _fresh_output(out, args.overwrite)
     det = distilad.load_detector(args.model, device=args.device or "auto")
     images = image_files(args.inputs)
     for i in range(len(images)):  # fail on an unreadable file before anything is written
         images.image_shape(i)
-    out = _fresh_output(Path(args.output), args.overwrite)
-    result = det.score(images)
     cal = det.calibration
-    rows = []
-    for i, name in enumerate(images.names):
-        row = {"file": str(images.paths[i]), "score": float(result.image_scores[i]),
-               "normalized_score": float(result.normalized_scores[i]),
-               "label": int(result.labels[i])}
-        if result.anomaly_maps is not None and cal.map_vmin is not None:
-            png = out / "overlays" / f"{i:05d}_{Path(name).stem}.png"
-            save_png(overlay_heatmap(images.image(i), result.anomaly_maps[i], cal.map_vmin,
-                                     cal.map_vmax), png)
-            row["overlay"] = str(png)
-        rows.append(row)
-        print(f"{row['label']}  {row['normalized_score']:.3f}  {row['file']}")
-    write_json_atomic(out / "predictions.json", {"threshold": cal.threshold, "predictions": rows})
-    with open(out / "predictions.csv", "w") as f:
-        f.write("file,score,normalized_score,label\n")
-        for r in rows:
-            f.write(f"{r['file']},{r['score']:.6g},{r['normalized_score']:.4f},{r['label']}\n")
+    if cal is None:
+        raise DistiladError(f"{args.model} has no calibrated threshold; fit it with `distilad fit`")
+    # the image threshold is in map units when the image score is the maximum of the map
+    map_threshold = cal.threshold if det.params.get("pooling", "max") == "max" else None
+    rows: list[dict[str, Any]] = []
+    with staged as tmp:
+        for idx, result in _score_in_chunks(det, images, not args.quiet, "predicting"):
+            for j, i in enumerate(idx):
+                row = {"file": str(images.paths[i]), "score": float(result.image_scores[j]),
+                       "normalized_score": float(result.normalized_scores[j]),
+                       "label": int(result.labels[j]), "overlay": None}
+                if result.anomaly_maps is not None and cal.map_vmin is not None:
+                    rel = Path("overlays") / f"{i:05d}_{safe_stem(images.names[i])}.png"
+                    save_png(image_map_panel(images.image(i), result.anomaly_maps[j],
+                                             cal.map_vmin, cal.map_vmax, map_threshold),
+                             tmp / rel)
+                    row["overlay"] = rel.as_posix()
+                rows.append(row)
+                tqdm.write(f"{row['label']}  {row['normalized_score']:.3f}  {row['file']}",
+                           file=sys.stdout)
+        doc = {"model": str(args.model), "threshold": cal.threshold,
+               "columns": {"file": "input file as given on the command line",
+                           "score": "raw anomaly score (higher = more anomalous)",
+                           "normalized_score": "0..1, the threshold at 0.5",
+                           "label": "1 = anomalous (score above the threshold), 0 = normal",
+                           "overlay": "image | anomaly map | colour bar, relative to this folder"},
+               "predictions": rows}
+        (tmp / "predictions.json").write_text(dumps_strict(doc), encoding="utf-8")
+        with open(tmp / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(PREDICTION_COLUMNS)
+            for r in rows:
+                writer.writerow([r["file"], f"{r['score']:.6g}", f"{r['normalized_score']:.4f}",
+                                 r["label"], r["overlay"] or ""])
     n_anom = sum(r["label"] for r in rows)
-    print(f"{n_anom} of {len(rows)} images anomalous; results in {out}")
+    print(f"{n_anom} of {len(rows)} images anomalous; results in {out} (predictions.csv, "
+          f"predictions.json{', overlays/' if any(r['overlay'] for r in rows) else ''})")
     return 0
 
 
@@ -219,19 +342,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise DistiladError(f"demo data not found at {data}; run from a clone of the repository "
                             "or set DISTILAD_DEMO_DATA to an MVTec-style category folder")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = _fresh_output(Path(args.output) if args.output else Path("runs") / f"demo-{stamp}",
-                        args.overwrite)
+    out = Path(args.output) if args.output else Path("runs") / f"demo-{stamp}"
+    staged = _fresh_output(out, args.overwrite)
     params = _method_params(args)
-    params.setdefault("epochs", 12)
-    print(f"distilad demo: Reverse Distillation ({params.get('backbone', DEFAULT_TEACHER)} "
-          f"teacher) on {data} for {params['epochs']} epochs; output in {out}")
+    params.setdefault("epochs", DEMO_EPOCHS)
     det = distilad.create_detector("rd", **params)
-    det.fit(data)
-    det.save(out / "model.distilad")
-    print(f"trained in {det.fit_info['train_seconds']:.0f} s on {det.fit_info['n_train']} images")
-    m = run_test(det, data, out, f"distilad demo: RD on {data.name}")
-    print("test metrics:")
-    _print_metrics(m)
+    with staged as tmp:
+        print(f"distilad demo: Reverse Distillation ({params.get('backbone', DEFAULT_TEACHER)} "
+              f"teacher) on {data} for {params['epochs']} epochs; output in {out}")
+        det.fit(data)
+        det.save(tmp / "model.distilad")
+        print(f"trained in {det.fit_info['train_seconds']:.0f} s on {det.fit_info['n_train']} "
+              "images")
+        m, notes = run_test(det, data, tmp, f"distilad demo: RD on {data.name}",
+                            progress=not args.quiet)
+    print(f"test metrics ({m['n_images']} images, {m['n_anomalous']} anomalous):")
+    _print_metrics(m, notes)
+    _print_validation(det.fit_info.get("validation"))
+    print(f"report: {out / 'report.html'}; model: {out / 'model.distilad'}")
     return 0
 
 
@@ -242,64 +370,177 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # --- parser ---------------------------------------------------------------------------------------
-def _add_method_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, help="training epochs")
-    p.add_argument("--backbone", help="teacher network (see `distilad list`)")
-    p.add_argument("--weights", help="local weights file for the teacher")
-    p.add_argument("--image-size", dest="image_size", type=int, help="input size in pixels")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="training batch size")
-    p.add_argument("--seed", type=int, help="random seed (also picks the held-out images)")
-    p.add_argument("--device", help="auto (default), cpu, cuda, mps")
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples keep their line breaks; an option with a default shows it as ``(default: X)``
+    unless its help already says it (options without a fixed default say what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+DEMO_EPOCHS = 12
+_DEVICE_HELP = "where to compute: auto, cpu, cuda, cuda:1, mps (default: auto = CUDA, then MPS, then CPU)"
+_QUIET_HELP = "no progress bars"
+
+
+def _add_method_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    """Options shared by ``fit`` and ``demo``. ``defaults`` (the method's, when only one method
+    is possible) are shown in the help; otherwise the help points to ``distilad list METHOD``."""
+    d = defaults or {}
+
+    def default(key: str) -> str:
+        if key in d:
+            return f" (default: {d[key]})"
+        return " (default: the method's own; see `distilad list METHOD`)"
+
+    p.add_argument("--epochs", type=int, help="training epochs" + default("epochs"))
+    p.add_argument("--backbone", help="teacher network, see `distilad list`" + default("backbone"))
+    p.add_argument("--weights", help="local weights file for teachers that need one "
+                   "(default: none; the offline teachers bring their own)")
+    p.add_argument("--image-size", dest="image_size", type=int,
+                   help="side in pixels the images are resized to" + default("image_size"))
+    p.add_argument("--batch-size", dest="batch_size", type=int,
+                   help="training batch size" + default("batch_size"))
+    p.add_argument("--seed", type=int, help="random seed; also picks the held-out images"
+                   + default("seed"))
+    p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any other method argument, value as JSON (repeatable)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+                   help="any other method argument, VALUE as JSON, e.g. --set lr=0.001 "
+                   "(repeatable; `distilad list METHOD` lists them; default: none)")
+    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
+
+
+def _demo_defaults() -> dict[str, Any]:
+    """RD's defaults as the demo uses them (for its --help)."""
+    from distilad.detector import _REGISTRY, _import_methods
+
+    _import_methods()
+    cls = _REGISTRY["rd"]
+    return {**cls.common_defaults, **cls.defaults, "epochs": DEMO_EPOCHS}
+
+
+def _para(text: str) -> str:
+    """A help paragraph wrapped for the terminal (the formatter keeps line breaks as written)."""
+    return textwrap.fill(text, width=min(shutil.get_terminal_size().columns, 100) - 2)
+
+
+_EPILOG_MAIN = """\
+a first run (trains RD on the bottle images shipped with the repository, a few minutes on a CPU):
+  distilad demo -o demo-run
+
+the usual workflow:
+  distilad fit rd path/to/bottle -o bottle.distilad     # train on normal images
+  distilad test bottle.distilad path/to/bottle -o report  # metrics + report.html
+  distilad predict bottle.distilad new_images/ -o predictions
+
+`distilad COMMAND --help` explains each command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from distilad import __version__
+    from distilad import Detector, __version__
 
-    parser = argparse.ArgumentParser(prog="distilad", description=__doc__.split("\n")[0])
+    fmt = _HelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="distilad", formatter_class=fmt, epilog=_EPILOG_MAIN,
+        description=_para("Anomaly detection by knowledge distillation: train on normal images only, "
+                    "then score new images (higher = more anomalous) and flag those above a "
+                    "threshold calibrated on held-out normal images."))
     parser.add_argument("--version", action="version", version=f"distilad {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="methods and teachers")
+    p = sub.add_parser("list", help="methods and teachers; with a METHOD, its arguments",
+                       formatter_class=fmt, epilog="example:\n  distilad list rd",
+                       description=_para("List the methods and teacher networks, or one method's "
+                                   "arguments with their defaults."))
+    p.add_argument("method", nargs="?", help="show this method's arguments and defaults "
+                   "(default: list all methods)")
+    p.add_argument("-q", "--quiet", action="store_true", help="accepted for symmetry; no effect")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("fit", help="train a detector on normal images and save it")
-    p.add_argument("method", help="method name (see `distilad list`)")
-    p.add_argument("data", help="MVTec-style category folder or a folder of normal images")
+    p = sub.add_parser(
+        "fit", help="train a detector on normal images and save it", formatter_class=fmt,
+        description=_para("Train a detector on normal (defect-free) images and save it as one file. "
+                    "A seeded part of the images is held out to calibrate the threshold."),
+        epilog="example:\n  distilad fit rd data/mvtec_ad/bottle -o bottle.distilad --epochs 50")
+    p.add_argument("method", help="method name: rd, edegan, pkdgan (see `distilad list`)")
+    p.add_argument("data", help="MVTec-style category folder (its train/good is used) or a "
+                   "folder of normal images")
     p.add_argument("-o", "--output", required=True, help="model file to write (.distilad)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
-    _add_method_options(p)
+    _add_method_options(p, {"seed": Detector.common_defaults["seed"]})
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("test", help="evaluate a model on labelled test data; JSON + HTML report")
+    p = sub.add_parser(
+        "test", help="evaluate a model on labelled test images: metrics.json + report.html",
+        formatter_class=fmt,
+        description=_para("Score the test split of an MVTec-style folder (test/good and "
+                    "test/<defect>, optional ground_truth/ masks) and write metrics.json and a "
+                    "self-contained report.html into a new folder."),
+        epilog="example:\n  distilad test bottle.distilad data/mvtec_ad/bottle -o bottle-report")
     p.add_argument("model", help="model file written by `distilad fit`")
     p.add_argument("data", help="MVTec-style category folder (its test/ split is used)")
-    p.add_argument("-o", "--output", required=True, help="report folder (must be new or empty)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
-    p.add_argument("--device", help="auto (default), cpu, cuda, mps")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder to create for the results; refused if it exists and is not "
+                   "empty, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder as a whole (only once the new "
+                   "results are complete)")
+    p.add_argument("--device", help=_DEVICE_HELP)
+    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     p.set_defaults(func=cmd_test)
 
-    p = sub.add_parser("predict", help="score images: scores, labels, overlay PNGs")
+    p = sub.add_parser(
+        "predict", help="score new images: predictions.csv/.json and overlay PNGs",
+        formatter_class=fmt,
+        description=_para("Score images with a saved model. Writes predictions.csv and "
+                    "predictions.json (file, score, normalized score, label: 1 = anomalous) "
+                    "and, for methods with anomaly maps, one PNG per image in overlays/: the "
+                    "image, the map over it and the colour bar. Prints one line per image: "
+                    "label, normalized score (threshold at 0.5), file."),
+        epilog="example:\n  distilad predict bottle.distilad new_images/ one_more.png -o preds")
     p.add_argument("model", help="model file written by `distilad fit`")
-    p.add_argument("inputs", nargs="+", help="image files and/or folders")
-    p.add_argument("-o", "--output", required=True, help="output folder (must be new or empty)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
-    p.add_argument("--device", help="auto (default), cpu, cuda, mps")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder to create for the results; refused if it exists and is not "
+                   "empty, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder as a whole (only once the new "
+                   "results are complete)")
+    p.add_argument("--device", help=_DEVICE_HELP)
+    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("demo", help="train and test RD on the embedded MVTec AD bottle data")
-    p.add_argument("--data", help="another MVTec-style category folder")
-    p.add_argument("-o", "--output", help="output folder (default runs/demo-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
-    _add_method_options(p)
+    p = sub.add_parser(
+        "demo", help="train and test RD on the embedded MVTec AD bottle images",
+        formatter_class=fmt,
+        description=_para("Train Reverse Distillation on the MVTec AD bottle images shipped with "
+                    "the repository, test it, and write the model, metrics.json and "
+                    "report.html into one folder."),
+        epilog="examples:\n  distilad demo -o demo-run\n"
+               "  distilad demo --data path/to/mvtec/screw --epochs 50 -o screw-run")
+    p.add_argument("--data", help="another MVTec-style category folder (default: the embedded "
+                   "bottle copy, or $DISTILAD_DEMO_DATA)")
+    p.add_argument("-o", "--output", help="folder to create (default: runs/demo-<date-time>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder as a whole (only once the new "
+                   "results are complete)")
+    _add_method_options(p, _demo_defaults())
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="benchmark sweeps (method x dataset x protocol x class x seed)")
+    p = sub.add_parser("bench", help="benchmark sweeps (method x dataset x protocol x class x "
+                       "seed) into result files and RESULTS.md", formatter_class=fmt)
     from distilad.bench.runner import add_bench_arguments
 
     add_bench_arguments(p)
+    if not p.epilog:
+        p.epilog = "example:\n  distilad bench --method rd --dataset mnist --classes 0-1 --seeds 0,1,2"
+    try:  # bench may declare its own -q
+        p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
+    except argparse.ArgumentError:
+        pass
     p.set_defaults(func=cmd_bench)
     return parser
 

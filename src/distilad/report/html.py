@@ -53,7 +53,7 @@ td.num { font-family: monospace; text-align: right; }
 """
 
 
-def _safe_name(name: str, max_len: int = 80) -> str:
+def safe_stem(name: str, max_len: int = 80) -> str:
     """File-name-safe version of an image name (image extension dropped)."""
     stem = str(name)
     lower = stem.lower()
@@ -209,7 +209,7 @@ def write_html_report(
             panel = side_by_side([rgb, ov])
         else:
             panel = rgb
-        fname = f"{i}_{_safe_name(names[i])}.png"
+        fname = f"{i}_{safe_stem(names[i])}.png"
         save_png(panel, overlay_dir / fname)
         panels.append((i, fname))
         if embedded is not None:

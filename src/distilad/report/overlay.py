@@ -287,12 +287,13 @@ def colorbar_strip(width: int, vmin: float, vmax: float, threshold: float | None
         width: width in pixels (at least 120).
         vmin: value of the left end (first colour).
         vmax: value of the right end (last colour).
-        threshold: marked with a black tick when inside ``[vmin, vmax]``.
-        title: caption written left above the bar.
+        threshold: marked with a black tick when inside ``[vmin, vmax]`` (its value is added to
+            the caption).
+        title: caption written above the bar.
         height: height in pixels.
 
     Returns:
-        (height, width, 3) uint8 image on white: caption, gradient, end values, threshold.
+        (height, width, 3) uint8 image on white: caption, gradient, end values, threshold tick.
     """
     width = max(int(width), 120)
     lo, hi = _scale_bounds(vmin, vmax)
@@ -304,39 +305,41 @@ def colorbar_strip(width: int, vmin: float, vmax: float, threshold: float | None
     img.paste(Image.fromarray(np.ascontiguousarray(np.repeat(ramp[None], y1 - y0, axis=0))),
               (x0, y0))
     draw.rectangle((x0 - 1, y0 - 1, x1, y1), outline=(60, 60, 60))
+    if threshold is not None and np.isfinite(threshold) and lo <= threshold <= hi:
+        x = x0 + (float(threshold) - lo) / (hi - lo) * (x1 - x0)
+        draw.line((x, y0 - 3, x, y1 + 3), fill=(0, 0, 0), width=2)
+        title = f"{title}; black tick: threshold {float(threshold):.3g}"
     draw.text((x0, 2), title, fill=(0, 0, 0), font=font)
     lo_text, hi_text = f"{lo:.3g}", f"{hi:.3g}"
     draw.text((x0, y1 + 3), lo_text, fill=(0, 0, 0), font=font)
     draw.text((x1 - draw.textlength(hi_text, font=font), y1 + 3), hi_text, fill=(0, 0, 0),
               font=font)
-    if threshold is not None and np.isfinite(threshold) and lo <= threshold <= hi:
-        x = x0 + (float(threshold) - lo) / (hi - lo) * (x1 - x0)
-        draw.line((x, y0 - 3, x, y1 + 2), fill=(0, 0, 0), width=2)
-        label = f"threshold {float(threshold):.3g}"
-        tx = min(max(x - draw.textlength(label, font=font) / 2, x0 + 40),
-                 x1 - 40 - draw.textlength(label, font=font))
-        draw.text((tx, y1 + 3), label, fill=(0, 0, 0), font=font)
     return np.asarray(img)
 
 
 def image_map_panel(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float,
                     threshold: float | None = None, mask: np.ndarray | None = None,
-                    max_side: int | None = None) -> np.ndarray:
+                    max_side: int | None = None, min_side: int = 192) -> np.ndarray:
     """The image, its heatmap overlay beside it, and the colour bar below both.
 
     Args:
         image: (H, W[, C]) image (see :func:`to_rgb_uint8`).
-        amap: (h, w) anomaly map, resized to the (possibly shrunk) image.
+        amap: (h, w) anomaly map, resized to the (possibly resized) image.
         vmin: fixed lower end of the colour scale.
         vmax: fixed upper end of the colour scale.
         threshold: marked on the colour bar (map units, e.g. the image threshold of max pooling).
         mask: optional ground-truth mask, drawn as a green contour on the overlay.
         max_side: shrink the image so that its longer side is at most this (None: full size).
+        min_side: enlarge (nearest neighbour, integer factor) an image whose longer side is
+            shorter, so that small images and the colour bar's text stay readable.
 
     Returns:
-        (H' + bar height, 2 W' + gap, 3) uint8.
+        (H' + 46, 2 W' + 4, 3) uint8, where (H', W') is the image size after resizing.
     """
     rgb = shrink(to_rgb_uint8(image), max_side)
+    factor = -(-min_side // max(rgb.shape[:2]))  # ceil
+    if factor > 1:
+        rgb = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
     pair = side_by_side([rgb, overlay_heatmap(rgb, amap, vmin, vmax, mask=mask)])
     bar = colorbar_strip(pair.shape[1], vmin, vmax, threshold)
     out = np.full((pair.shape[0] + bar.shape[0], max(pair.shape[1], bar.shape[1]), 3), 255,
