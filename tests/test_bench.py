@@ -20,7 +20,7 @@ from distilad.errors import DistiladError
 
 DOCUMENTED_KEYS = {"method", "dataset", "category", "protocol", "seed", "metrics", "train_seconds",
                    "inference_ms_per_image", "peak_rss_mb", "device", "distilad_version",
-                   "torch_version", "git_commit", "command"}
+                   "torch_version", "git_commit", "command", "validation", "test_evaluated"}
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def _bench_argv(env: dict[str, Path]) -> list[str]:
     return ["bench", "--dataset", "mvtec", "--classes", "tiny", "--seeds", "0,1",
             "--data-root", str(env["root"]), "--set", "epochs=1", "--set", "image_size=64",
             "--set", "device=\"cpu\"", "--results", str(env["results"]), "--markdown",
-            str(env["md"]), "--feature-cache", str(env["cache"])]
+            str(env["md"]), "--feature-cache", str(env["cache"]), "--allow-dirty"]
 
 
 def _fmt(values: list[float]) -> str:
@@ -48,9 +48,12 @@ def test_bench_runs_resumes_and_redoes_broken_results(
         monkeypatch: pytest.MonkeyPatch) -> None:
     argv = _bench_argv(bench_env)
     results, md, cache = bench_env["results"], bench_env["md"], bench_env["cache"]
+    monkeypatch.setenv("DISTILAD_DATA", str(bench_env["root"]))
+    monkeypatch.setattr("sys.argv", ["/usr/local/bin/distilad", *argv])
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "2 runs, 0 already done, 2 to run" in out
+    assert "[1/2] rd_mvtec_mvtec_tiny_seed0_" in out and "[2/2]" in out and "sweep ETA" in out
     files = sorted(results.glob("*.json"))
     assert [f.name.split("_seed")[0] for f in files] == ["rd_mvtec_mvtec_tiny"] * 2
     recs = [json.loads(f.read_text()) for f in files]
@@ -67,6 +70,19 @@ def test_bench_runs_resumes_and_redoes_broken_results(
         assert rec["peak_rss_mb"] > 50
         assert rec["run_id"] + ".json" == files[seed].name
         assert rec["data"].endswith("mvtec_ad/tiny")
+        # validation beside the test metrics: the held-out normal vs its synthetic defect
+        val = rec["validation"]
+        assert rec["test_evaluated"] is True and "validation" not in rec["fit_info"]
+        assert val["kind"] == "synthetic-defects" and val["n_normal"] == val["n_anomalous"] == 1
+        for key in ("image_auroc", "pixel_auroc"):
+            assert 0.0 <= val["metrics"][key] <= 1.0
+        # no absolute path of this machine in the record (command, data, caches)
+        assert rec["data"] == "$DISTILAD_DATA/mvtec_ad/tiny"
+        assert rec["command"].startswith("distilad bench --dataset mvtec")
+        assert "--data-root $DISTILAD_DATA " in rec["command"]
+        assert not [t for t in rec["command"].split() if t.startswith("/")]
+        assert not rec["feature_cache"].startswith("/")
+        assert not rec["params"]["feature_cache"].startswith("/")
         import distilad
 
         assert rec["distilad_version"] == distilad.__version__
@@ -74,7 +90,7 @@ def test_bench_runs_resumes_and_redoes_broken_results(
     # the held-out image depends on the seed
     assert recs[0]["fit_info"]["loss_history"] != recs[1]["fit_info"]["loss_history"]
     # the whole training set is cached once for both seeds (hold-out splits index into it); at
-    # most one more entry, for the test set, and none per seed
+    # most one more entry, for the test set, and none per seed (synthetic defects are one-off)
     from distilad.backbones.cache import cache_key
     from distilad.data import mvtec_train
 
@@ -90,6 +106,12 @@ def test_bench_runs_resumes_and_redoes_broken_results(
     assert cells[1] == "2"
     assert cells[2] == _fmt([r["metrics"]["image_auroc"] for r in recs])
     assert "image AUROC (ours)" in text and "pixel AUROC (ours)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| class |"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    val_col = names.index("val. image AUROC")
+    assert cells[val_col] == _fmt([r["validation"]["metrics"]["image_auroc"] for r in recs])
+    assert cells[names.index("peak RSS MB")] == f"{max(r['peak_rss_mb'] for r in recs):.0f}"
+    assert "synthetic defects made from them" in text
 
     # --- a second run skips both: nothing is trained, the files are untouched -------------------
     mtimes = {f: f.stat().st_mtime_ns for f in files}
@@ -112,14 +134,20 @@ def test_bench_runs_resumes_and_redoes_broken_results(
     calls = []
     real_execute = runner.execute
 
-    def counting(spec, data_root):
+    def counting(spec, data_root, *args):
         calls.append(spec.seed)
-        return real_execute(spec, data_root)
+        return real_execute(spec, data_root, *args)
 
     import distilad.backbones.cache as cache_mod
+    from distilad.data.validation import SyntheticDefectSet
 
-    def no_teacher(*a, **k):
-        raise AssertionError("teacher features were recomputed despite the cache")
+    real_batches = cache_mod.iter_batches
+
+    def no_teacher(images, *a, **k):
+        # only the one-off synthetic defects of the held-out image go through the teacher
+        if not isinstance(images, SyntheticDefectSet):
+            raise AssertionError("teacher features were recomputed despite the cache")
+        return real_batches(images, *a, **k)
 
     with monkeypatch.context() as mp:
         mp.setattr(runner, "execute", counting)
@@ -157,9 +185,16 @@ def test_classes_tags_and_specs() -> None:
     with pytest.raises(DistiladError, match="10"):
         runner.parse_classes("10", "mnist")
     a = runner.config_tag({"epochs": 1, "image_size": 64}, None)
-    assert a == runner.config_tag({"image_size": 64, "epochs": 1}, None) and a.startswith("cfg")
+    assert a == runner.config_tag({"image_size": 64, "epochs": 1}, None) == "e1-s64"
     assert a != runner.config_tag({"epochs": 2, "image_size": 64}, None)
     assert runner.config_tag({}, None) == "default" and runner.config_tag({"x": 1}, "mine") == "mine"
+    assert runner.config_tag({"lr_schedule": "cosine", "precise_bn": False, "epochs": 5,
+                              "backbone": "efficientnet_lite1"}, None) == \
+        "efficientnet_lite1-e5-cosine-precise_bn_false"
+    assert runner.config_tag({"betas": [0.5, 0.99], "weights": "w/x y.pt"}, None) == \
+        "betas_0.5x0.99-weights_w_x_y.pt"  # filesystem-safe, a valid --name
+    long = runner.config_tag({f"option_{i}": "value" * 3 for i in range(5)}, None)
+    assert long.startswith("cfg") and len(long) == 11
     import argparse
 
     p = argparse.ArgumentParser()
@@ -249,37 +284,48 @@ def rnd_teacher():
 
 def test_teacher_features_cache(tmp_path: Path, rnd_teacher, monkeypatch: pytest.MonkeyPatch) -> None:
     import distilad.backbones.cache as cache_mod
+    from distilad.data.transforms import stack_images
 
     rng = np.random.default_rng(0)
     images = ArrayImageSet((rng.random((5, 40, 40, 3)) * 255).astype(np.uint8))
-    x0, f0 = teacher_features(rnd_teacher, images, 32, batch_size=2)
-    assert tuple(x0.shape) == (5, 3, 32, 32)
+    f0 = teacher_features(rnd_teacher, images, 32, batch_size=2)
     assert [tuple(f.shape) for f in f0] == [(5, 24, 8, 8), (5, 40, 4, 4), (5, 112, 2, 2)]
+    assert all(f.dtype == torch.float32 for f in f0)
     # batching does not change the features (teacher in eval mode)
     with torch.inference_mode():
-        direct = rnd_teacher(x0[3:4])
+        direct = rnd_teacher(stack_images(images, [3], 32))
     torch.testing.assert_close(f0[1][3:4], direct[1], rtol=1e-5, atol=1e-5)
 
     cache = tmp_path / "cache"
-    x1, f1 = teacher_features(rnd_teacher, images, 32, batch_size=2, cache_dir=cache)
+    f1 = teacher_features(rnd_teacher, images, 32, batch_size=2, cache_dir=cache)
     entries = list(cache.glob("*.safetensors"))
     assert len(entries) == 1 and not list(cache.glob("*.tmp"))
     assert entries[0].stem == cache_key(rnd_teacher, images, 32)
-    assert torch.equal(x1, x0) and all(torch.equal(a, b) for a, b in zip(f1, f0, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(f1, f0, strict=True))
+    from safetensors.torch import load_file, save_file
+
+    # features only: the input images are neither kept nor cached
+    assert set(load_file(str(entries[0]))) == {"f0", "f1", "f2"}
 
     # a second call reads the file: the teacher is not run
     with monkeypatch.context() as mp:
         mp.setattr(cache_mod, "iter_batches", lambda *a, **k: (_ for _ in ()).throw(
             AssertionError("teacher ran despite the cache")))
-        x2, f2 = teacher_features(rnd_teacher, images, 32, cache_dir=cache)
-        assert torch.equal(x2, x0) and all(torch.equal(a, b) for a, b in zip(f2, f0, strict=True))
+        f2 = teacher_features(rnd_teacher, images, 32, cache_dir=cache)
+        assert all(torch.equal(a, b) for a, b in zip(f2, f0, strict=True))
         # subsets (hold-out splits) index into the parent's entry
         sub = images.subset([4, 1])
-        xs, fs = teacher_features(rnd_teacher, sub, 32, cache_dir=cache)
-        assert torch.equal(xs, x0[[4, 1]]) and torch.equal(fs[2], f0[2][[4, 1]])
+        fs = teacher_features(rnd_teacher, sub, 32, cache_dir=cache)
+        assert torch.equal(fs[2], f0[2][[4, 1]]) and torch.equal(fs[0], f0[0][[4, 1]])
         # a subset of a subset too
-        xss, _ = teacher_features(rnd_teacher, sub.subset([1]), 32, cache_dir=cache)
-        assert torch.equal(xss, x0[[1]])
+        fss = teacher_features(rnd_teacher, sub.subset([1]), 32, cache_dir=cache)
+        assert torch.equal(fss[1], f0[1][[1]])
+    assert len(list(cache.glob("*.safetensors"))) == 1
+
+    # one-off sets (synthetic defects) are computed, never cached
+    from distilad.data.validation import synthetic_defects
+
+    teacher_features(rnd_teacher, synthetic_defects(images, 0), 32, cache_dir=cache)
     assert len(list(cache.glob("*.safetensors"))) == 1
 
     # other size / other pixels / other teacher weights: other entries
@@ -294,11 +340,21 @@ def test_teacher_features_cache(tmp_path: Path, rnd_teacher, monkeypatch: pytest
 
     # a damaged entry is recomputed, not trusted
     entries[0].write_bytes(b"broken" * 10)
-    x3, f3 = teacher_features(rnd_teacher, images, 32, batch_size=2, cache_dir=cache)
-    assert torch.equal(x3, x0) and all(torch.equal(a, b) for a, b in zip(f3, f0, strict=True))
-    from safetensors.torch import load_file
+    f3 = teacher_features(rnd_teacher, images, 32, batch_size=2, cache_dir=cache)
+    assert all(torch.equal(a, b) for a, b in zip(f3, f0, strict=True))
+    # an entry of the earlier format (inputs "x" beside the features) still loads, rows too
+    save_file({"x": torch.zeros(5, 3, 32, 32), **{f"f{i}": f for i, f in enumerate(f0)}},
+              str(entries[0]))
+    old = teacher_features(rnd_teacher, images.subset([2]), 32, cache_dir=cache)
+    assert len(old) == 3 and torch.equal(old[2], f0[2][[2]])
 
-    assert set(load_file(str(entries[0]))) == {"x", "f0", "f1", "f2"}
+
+def test_teacher_batch_is_capped_by_pixels() -> None:
+    from distilad.backbones.cache import MAX_BATCH_PIXELS, teacher_batch_size
+
+    assert teacher_batch_size(256, 32) == 256  # small images: as asked
+    assert teacher_batch_size(256, 256) == MAX_BATCH_PIXELS // (256 * 256) == 64
+    assert teacher_batch_size(16, 256) == 16 and teacher_batch_size(8, 4096) == 1
 
 
 def test_rd_fit_uses_feature_cache(tmp_path: Path, tiny_mvtec: Path,
@@ -313,9 +369,11 @@ def test_rd_fit_uses_feature_cache(tmp_path: Path, tiny_mvtec: Path,
     with monkeypatch.context() as mp:
         mp.setattr(cache_mod, "iter_batches", lambda *a, **k: (_ for _ in ()).throw(
             AssertionError("teacher ran despite the cache")))
-        b = distilad.create_detector("rd", **params).fit(tiny_mvtec)
+        # (validation=None: synthetic defects are one-off, never cached)
+        b = distilad.create_detector("rd", **params).fit(tiny_mvtec, validation=None)
         # another seed holds out another image, still from the same cache entry
-        c = distilad.create_detector("rd", **{**params, "seed": 3}).fit(tiny_mvtec)
+        c = distilad.create_detector("rd", **{**params, "seed": 3}).fit(tiny_mvtec,
+                                                                          validation=None)
     assert a.fit_info["loss_history"] == b.fit_info["loss_history"]
     assert c.fit_info["n_train"] == 11
     assert len(list((tmp_path / "fc").glob("*.safetensors"))) == 1
@@ -335,3 +393,77 @@ def test_claim_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path: Path) 
     dead.wait()
     lock.write_text(str(dead.pid))  # a worker that was killed
     assert runner.claim(lock)
+
+
+def test_bench_validate_reads_no_test_split_and_refuses_dirty_code(
+        bench_env: dict[str, Path], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import distilad.data
+
+    argv = _bench_argv(bench_env)
+    argv[argv.index("--seeds") + 1] = "0"
+    argv.remove("--allow-dirty")
+    versions = []
+
+    def dirty(*a):
+        versions.append(1)
+        return "abc123", ["src/distilad/x.py"]
+
+    monkeypatch.setattr(runner, "code_version", dirty)
+    # uncommitted code: refused before any work, one line that says how to proceed
+    assert main([*argv, "--validate"]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "src/distilad/x.py" in err[0] and "--allow-dirty" in err[0]
+    assert not bench_env["results"].exists()
+
+    def no_test(*a, **k):
+        raise AssertionError("the test split was read by a validation-only run")
+
+    monkeypatch.setattr(distilad.data, "mvtec_test", no_test)
+    versions.clear()
+    assert main([*argv, "--validate", "--allow-dirty"]) == 0
+    assert versions == [1]  # the commit is read once, at the start
+    out = capsys.readouterr().out
+    assert "validation only (test split not read)" in out
+    files = list(bench_env["results"].glob("*.json"))
+    assert [f.name for f in files] == ["rd_mvtec_mvtec_tiny_seed0_device_cpu-e1-s64_val.json"]
+    rec = json.loads(files[0].read_text())
+    assert rec["test_evaluated"] is False and "metrics" not in rec and "n_test" not in rec
+    assert rec["git_commit"] == "abc123-dirty"
+    assert rec["validation"]["kind"] == "synthetic-defects"
+    assert 0.0 <= rec["validation"]["metrics"]["image_auroc"] <= 1.0
+    text = bench_env["md"].read_text()
+    # kept apart from the test tables
+    assert "## rd\n" not in text and "## Validation-only runs (test split never read)" in text
+    assert "### rd · mvtec · mvtec · config `device_cpu-e1-s64` · validation only" in text
+    row = next(line for line in text.splitlines() if line.startswith("| tiny |"))
+    assert f"| {100 * rec['validation']['metrics']['image_auroc']:.2f} |" in row
+
+
+def test_bench_novelty_validates_on_training_images_of_other_classes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distilad.data import novelty as nv
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 20)
+    images = (rng.random((200, 28, 28)) * 255).astype(np.uint8)
+    images[labels == 3, 8:20, 8:20] = 255  # class 3 has a bright square
+    reads = []
+
+    def fake_split(dataset, split, root=None, download=False):
+        reads.append(split)
+        return images, labels
+
+    monkeypatch.setattr(nv, "load_split", fake_split)
+    results = tmp_path / "results"
+    argv = ["bench", "--dataset", "mnist", "--classes", "3", "--validate", "--allow-dirty",
+            "-q", "--set", "epochs=1", "--set", "image_size=32", "--set", 'device="cpu"',
+            "--feature-cache", "none", "--results", str(results), "--no-markdown"]
+    assert main(argv) == 0
+    assert "test" not in reads
+    rec = json.loads(next(results.glob("*_val.json")).read_text())
+    val = rec["validation"]
+    # 20 training images of class 3, 2 of them held out; all 20 of each of the nine others
+    assert rec["n_train"] == 18 and val["n_normal"] == 2
+    assert val["kind"] == "given-anomalies" and val["n_anomalous"] == 9 * 20
+    assert "pixel_auroc" not in val["metrics"] and 0 <= val["metrics"]["image_auroc"] <= 1

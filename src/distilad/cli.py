@@ -98,10 +98,12 @@ def cmd_list(args: argparse.Namespace) -> int:
                                 f"{', '.join(list_detectors())}")
         cls = _REGISTRY[args.method]
         print(f"{args.method}: {(cls.__doc__ or '').strip().splitlines()[0]}")
-        print("arguments (set with the named options of `distilad fit`, or --set KEY=VALUE) "
-              "and their defaults:")
+        print("arguments (set with the named options of `distilad fit`, or --set KEY=VALUE), "
+              "their defaults and accepted values:")
+        specs = {**getattr(cls, "common_specs", {}), **getattr(cls, "param_specs", {})}
         for key, value in {**cls.common_defaults, **cls.defaults}.items():
-            print(f"  {key:<22s} {json.dumps(value)}")
+            accepted = specs[key].describe() if key in specs else ""
+            print(f"  {key:<22s} {json.dumps(value):<24s} {accepted}".rstrip())
         return 0
     print("methods:")
     for name in list_detectors():
@@ -221,6 +223,7 @@ def run_test(det: Any, data: Any, out: Path, title: str,
         masks=masks, names=images.names, labels=images.labels, scores=result.image_scores,
         threshold=cal.threshold if cal else None, vmin=vmin, vmax=vmax, roc=roc,
         notes=notes, validation=validation, progress=progress,
+        map_threshold_is_image_threshold=det.params.get("image_score", "max") == "max",
         extra={"method": det.name, "data": images.description,
                "colour scale": f"{vmin:.4f} .. {vmax:.4f} (from held-out normals)",
                "threshold": f"{cal.threshold:.4f} (target FPR {cal.target_fpr})" if cal else "-"})
@@ -287,8 +290,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cal = det.calibration
     if cal is None:
         raise DistiladError(f"{args.model} has no calibrated threshold; fit it with `distilad fit`")
-    # the image threshold is in map units when the image score is the maximum of the map
-    map_threshold = cal.threshold if det.params.get("pooling", "max") == "max" else None
+    # the image threshold is in map units when the image score is the maximum of the map (RD's
+    # default image_score); then a pixel above the tick on the colour bar flags the image
+    map_threshold = cal.threshold if det.params.get("image_score", "max") == "max" else None
     rows: list[dict[str, Any]] = []
     with staged as tmp:
         for idx, result in _score_in_chunks(det, images, not args.quiet, "predicting"):
@@ -349,7 +353,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     det = distilad.create_detector("rd", **params)
     with staged as tmp:
         print(f"distilad demo: Reverse Distillation ({params.get('backbone', DEFAULT_TEACHER)} "
-              f"teacher) on {data} for {params['epochs']} epochs; output in {out}")
+              f"teacher) on {data} for {params['epochs']} epoch{'s' * (params['epochs'] != 1)}; "
+              f"output in {out}")
         det.fit(data)
         det.save(tmp / "model.distilad")
         print(f"trained in {det.fit_info['train_seconds']:.0f} s on {det.fit_info['n_train']} "

@@ -5,6 +5,16 @@ folder, the result is stored under a key made of the teacher (name + weights fin
 preprocessing (size, channels) and the data (the ImageSet's fingerprint), so a sweep over classes
 and seeds pays for the teacher once per dataset. Files are written atomically (temp + rename), so
 an interrupted run never leaves a half-written entry.
+
+Memory: only the features are kept, never the preprocessed input images (an earlier version
+cached and returned those too, which on a 700-image 256 px category more than doubled the peak).
+The output tensors are allocated once and filled batch by batch, and the teacher's batch is
+capped at :data:`MAX_BATCH_PIXELS` input pixels, so a large score batch at 256 px cannot
+multiply the activation memory. Subsets (seeded hold-out splits) read their rows from the parent
+set's entry one tap at a time.
+
+One-off sets (synthetic defects and validation samples, made anew for every run) say so with
+``reuse_features = False`` and are computed without touching the cache.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -20,10 +31,18 @@ from distilad.backbones.base import Teacher
 from distilad.data.base import ImageSet, SubsetImageSet
 from distilad.data.transforms import iter_batches
 
+#: at most this many input pixels per teacher batch (64 images at 256 px, 256 at 128 px)
+MAX_BATCH_PIXELS = 64 * 256 * 256
+
 
 def cache_key(teacher: Teacher, images: ImageSet, size: int, channels: int = 3) -> str:
     text = f"{teacher.identity}|size={size}|ch={channels}|{images.content_fingerprint}"
     return hashlib.sha1(text.encode()).hexdigest()[:24]
+
+
+def teacher_batch_size(batch_size: int, size: int) -> int:
+    """``batch_size`` capped at :data:`MAX_BATCH_PIXELS` pixels of ``size`` x ``size`` inputs."""
+    return max(1, min(int(batch_size), MAX_BATCH_PIXELS // (size * size)))
 
 
 @torch.inference_mode()
@@ -31,47 +50,76 @@ def teacher_features(
     teacher: Teacher, images: ImageSet, size: int, batch_size: int = 32,
     device: torch.device | str = "cpu", cache_dir: str | Path | None = None,
     progress: bool = False, desc: str = "teacher features",
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(inputs (N, 3, size, size), [maps (N, c_i, h_i, w_i) per tap]) on the CPU.
+) -> list[torch.Tensor]:
+    """The teacher's maps of every image, ``[(N, c_i, h_i, w_i) float32 per tap]``, on the CPU.
 
-    With ``cache_dir`` the pair is loaded from / saved to ``<cache_dir>/<key>.safetensors``.
+    With ``cache_dir`` they are loaded from / saved to ``<cache_dir>/<key>.safetensors``; a
+    subset of an ImageSet is served from its root set's entry (made first when missing).
     """
-    from safetensors.torch import load_file, save_file
-
-    if cache_dir is not None and isinstance(images, SubsetImageSet):
-        # cache the whole parent set once; every subset (seeded hold-out splits) indexes into it
-        x, f = teacher_features(teacher, images.parent, size, batch_size, device, cache_dir,
-                                progress, desc)
-        idx = torch.as_tensor(images.indices, dtype=torch.long)
-        return x[idx], [t[idx] for t in f]
+    if not getattr(images, "reuse_features", True):
+        cache_dir = None
+    root, rows = _root_and_rows(images) if cache_dir is not None else (images, None)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{cache_key(teacher, images, size)}.safetensors"
+        path = Path(cache_dir) / f"{cache_key(teacher, root, size)}.safetensors"
         if path.is_file():
             try:
-                t = load_file(str(path))
-                n_taps = len([k for k in t if k.startswith("f")])
-                return t["x"], [t[f"f{i}"] for i in range(n_taps)]
+                return _load(path, rows)
             except Exception:  # a damaged entry is recomputed
                 path.unlink(missing_ok=True)
-    xs, feats = [], None
-    teacher = teacher.to(device)
-    n = len(images)
-    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
-    for _, x, _ in iter_batches(images, batch_size, size):
-        xs.append(x)
-        out = [f.float().cpu() for f in teacher(x.to(device))]
-        feats = [[o] for o in out] if feats is None else [a + [o] for a, o in zip(feats, out,
-                                                                                   strict=True)]
-        bar.update(len(x))
-    bar.close()
-    assert feats is not None
-    x_all = torch.cat(xs)
-    f_all = [torch.cat(f) for f in feats]
+    feats = _compute(teacher, root, size, batch_size, device, progress, desc)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        save_file({"x": x_all.contiguous(), **{f"f{i}": f.contiguous() for i, f in
-                                               enumerate(f_all)}}, str(tmp))
+        from safetensors.torch import save_file
+
+        save_file({f"f{i}": f.contiguous() for i, f in enumerate(feats)}, str(tmp))
         os.replace(tmp, path)
-    return x_all, f_all
+    if rows is not None:
+        for i, f in enumerate(feats):  # one tap at a time: never two full copies of all taps
+            feats[i] = f[rows]
+            del f
+    return feats
+
+
+def _root_and_rows(images: ImageSet) -> tuple[ImageSet, torch.Tensor | None]:
+    """(the set at the bottom of a chain of subsets, the rows of ``images`` in it or None)."""
+    rows = None
+    while isinstance(images, SubsetImageSet):
+        idx = np.asarray(images.indices, dtype=np.int64)
+        rows = idx if rows is None else idx[rows]
+        images = images.parent
+    return images, None if rows is None else torch.as_tensor(rows, dtype=torch.long)
+
+
+def _load(path: Path, rows: torch.Tensor | None) -> list[torch.Tensor]:
+    """The taps ``f0, f1, ...`` of a cache entry (rows ``rows`` only), one tap at a time. Entries
+    of older versions also hold the inputs ``x``; they are not read."""
+    from safetensors import safe_open
+
+    out = []
+    with safe_open(str(path), framework="pt") as f:
+        n_taps = len([k for k in f.keys() if k.startswith("f")])
+        for i in range(n_taps):
+            t = f.get_tensor(f"f{i}")
+            out.append(t if rows is None else t[rows])
+    return out
+
+
+def _compute(teacher: Teacher, images: ImageSet, size: int, batch_size: int,
+             device: torch.device | str, progress: bool, desc: str) -> list[torch.Tensor]:
+    teacher = teacher.to(device)
+    n = len(images)
+    feats: list[torch.Tensor] | None = None
+    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
+    for idx, x, _ in iter_batches(images, teacher_batch_size(batch_size, size), size):
+        out = teacher(x.to(device))
+        if feats is None:
+            feats = [torch.empty((n, *o.shape[1:]), dtype=torch.float32) for o in out]
+        for f, o in zip(feats, out, strict=True):
+            f[idx[0]:idx[-1] + 1] = o.float().cpu()
+        bar.update(len(idx))
+    bar.close()
+    if feats is None:
+        raise ValueError("teacher_features: no images")
+    return feats

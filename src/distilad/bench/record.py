@@ -1,4 +1,16 @@
-"""One JSON file per benchmark run: what ran, on what, with which code, and what came out."""
+"""One JSON file per benchmark run: what ran, on what, with which code, and what came out.
+
+Portable records: paths in a record never carry this machine's absolute paths. The rule
+(:func:`portable_path`, applied to every argument of the recorded ``command`` (also the value
+of ``--opt=/path`` and ``KEY=/path``), to ``data`` and to cache folders) is: a path under
+``$DISTILAD_DATA`` is written ``$DISTILAD_DATA/<rest>``; else a path under the current folder
+is written relative to it; else a path under the home folder is written ``~/<rest>``; else it
+is written relative to the current folder (``../..``). Relative paths and other arguments stay
+as given.
+
+The code version is read once when a sweep starts (:func:`code_version`), not when a file is
+written, so every run of a sweep records the commit that produced it.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +28,73 @@ from typing import Any
 
 import numpy as np
 
+#: tracked files whose changes do not change results: the results themselves and documentation
+_NOT_CODE = (":(top,exclude)benchmarks/results", ":(top,exclude,glob)**/*.md")
 
-def git_commit(cwd: str | Path | None = None) -> str:
-    """Current commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+
+def code_version(cwd: str | Path | None = None) -> tuple[str, list[str]]:
+    """(commit of the checkout holding this code, or ``unknown`` outside one; the tracked files
+    with uncommitted changes, leaving out ``benchmarks/results`` and ``*.md``)."""
+    here = cwd or Path(__file__).resolve().parent
     try:
-        here = cwd or Path(__file__).resolve().parent
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+        if not sha:
+            return "unknown", []
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                 ":/", *_NOT_CODE], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout
+        return sha, [line[3:] for line in status.splitlines() if line.strip()]
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "unknown", []
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """Current commit (with ``-dirty`` when tracked code has changes), or ``unknown``."""
+    sha, changed = code_version(cwd)
+    return sha + ("-dirty" if changed else "") if sha != "unknown" else sha
+
+
+def portable_path(path: str | Path, cwd: str | Path | None = None) -> str:
+    """``path`` written without this machine's absolute paths (see the module doc)."""
+    text = str(path)
+    if not os.path.isabs(text):
+        return text
+    p = Path(os.path.normpath(text))
+    here = Path(os.path.abspath(cwd or os.getcwd()))
+    data = os.environ.get("DISTILAD_DATA", "").strip()
+    if data and os.path.isabs(data):
+        rest = _relative_to(p, Path(os.path.normpath(data)))
+        if rest is not None:
+            return "$DISTILAD_DATA" + ("" if rest == "." else f"/{rest}")
+    rest = _relative_to(p, here)
+    if rest is not None:
+        return rest
+    rest = _relative_to(p, Path.home())
+    if rest is not None:
+        return "~" + ("" if rest == "." else f"/{rest}")
+    return os.path.relpath(p, here)
+
+
+def _relative_to(p: Path, base: Path) -> str | None:
+    try:
+        return p.relative_to(base).as_posix() or "."
+    except ValueError:
+        return None
+
+
+def portable_command(argv: list[str], cwd: str | Path | None = None) -> str:
+    """The command line ``argv`` as one string, program by name only, paths portable."""
+    out = [Path(argv[0]).name] if argv else []
+    for arg in argv[1:]:
+        if "=" in arg and not os.path.isabs(arg):  # --opt=PATH, --set KEY=PATH or KEY="PATH"
+            key, value = arg.split("=", 1)
+            quote = '"' if len(value) > 1 and value[0] == value[-1] == '"' else ""
+            inner = value[1:-1] if quote else value
+            out.append(f"{key}={quote}{portable_path(inner, cwd)}{quote}")
+        else:
+            out.append(portable_path(arg, cwd))
+    return " ".join(out)
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -47,8 +114,9 @@ def peak_rss_mb() -> float:
     return r / 1024.0 if sys.platform != "darwin" else r / (1024.0 * 1024.0)
 
 
-def environment(device: str) -> dict[str, Any]:
-    """Library, torch and machine facts for a result file."""
+def environment(device: str, commit: str | None = None) -> dict[str, Any]:
+    """Library, torch and machine facts for a result file; ``commit`` as read at the start of
+    the sweep (read now when not given)."""
     import torch
 
     import distilad
@@ -70,8 +138,8 @@ def environment(device: str) -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "git_commit": git_commit(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_commit": commit if commit is not None else git_commit(),
+        "command": portable_command(sys.argv),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)

@@ -51,16 +51,53 @@ def _class_key(c: str) -> tuple[int, Any]:
     return (0, int(c)) if c.isdigit() else (1, c)
 
 
-def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
-    """One table: rows = classes, columns = metrics (mean ± std over seeds), paper beside."""
+VALIDATION_METRICS = [("image_auroc", "val. image AUROC"), ("pixel_auroc", "val. pixel AUROC")]
+
+
+def _test_metric(key: str) -> Any:
+    return lambda r: (r.get("metrics") or {}).get(key, math.nan)
+
+
+def _val_metric(key: str) -> Any:
+    """A validation metric of a record; NaN (shown '-') for records without validation."""
+    return lambda r: ((r.get("validation") or {}).get("metrics") or {}).get(key, math.nan)
+
+
+def _validation_line(recs: list[dict[str, Any]]) -> str:
+    """What the validation columns measured, from the records that have validation."""
+    vals = [r["validation"] for r in recs if r.get("validation")]
+    if not vals:
+        return ""
+    kinds = sorted({v.get("kind", "?") for v in vals})
+    what = {"synthetic-defects": "synthetic defects made from them (CutPaste patches, scars, "
+                                 "noise, blotches; `distilad.data.validation`)",
+            "given-anomalies": "anomalous images of the training split (novelty protocols: "
+                               "`distilad.data.novelty.validation_anomalies`)"}
+    n_norm = np.mean([v.get("n_normal", 0) for v in vals])
+    n_anom = np.mean([v.get("n_anomalous", 0) for v in vals])
+    missing = len(recs) - len(vals)
+    return ("Validation (`val.` columns; the test split is not used): held-out normals of the "
+            "training split vs " + " / ".join(what.get(k, k) for k in kinds) +
+            f"; {n_norm:.0f} normal vs {n_anom:.0f} anomalous images per run on average" +
+            (f"; {missing} runs without validation ('-')" if missing else "") + ".")
+
+
+def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> list[str]:
+    """One table: rows = classes, columns = test metrics (mean ± std over seeds) with the paper's
+    beside them, then validation metrics; ``validation_only``: runs that never read the test
+    split (validation columns only)."""
     r0 = recs[0]
     method, dataset, protocol, config = r0["method"], r0["dataset"], r0["protocol"], r0["config"]
     by_class: dict[str, list[dict]] = defaultdict(list)
     for r in recs:
         by_class[str(r["category"])].append(r)
-    present = [(k, n) for k, n in METRICS if any(k in r["metrics"] for r in recs)]
+    present = [] if validation_only else [
+        (k, n) for k, n in METRICS if any(k in r["metrics"] for r in recs)]
+    val_present = [(k, n) for k, n in VALIDATION_METRICS
+                   if k == "image_auroc" or any(not math.isnan(_val_metric(k)(r)) for r in recs)]
     seeds = sorted({r["seed"] for r in recs})
-    lines = [f"### {method} · {dataset} · {protocol} · config `{config}`", ""]
+    title = f"### {method} · {dataset} · {protocol} · config `{config}`"
+    lines = [title + (" · validation only" if validation_only else ""), ""]
     p = r0.get("params", {})
     keys = [k for k in ("backbone", "image_size", "epochs", "batch_size", "lr", "lr_schedule",
                         "image_score", "width", "nz", "student_width", "student_nz", "schedule",
@@ -71,43 +108,54 @@ def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
                  f"; seeds {seeds}; device {r0.get('device')} ({r0.get('cpu', '?')}, "
                  f"{r0.get('torch_threads')} threads); commit {str(r0.get('git_commit'))[:12]}.")
     lines.append("")
-    header = "| class | runs | " + " | ".join(f"{n} (ours) | paper" for _, n in present)
+    columns = ["class", "runs"]
+    for _, n in present:
+        columns += [f"{n} (ours)", "paper"]
+    columns += [n for _, n in val_present]
     show_flops = any("flops_ratio" in r.get("fit_info", {}) for r in recs)
     if show_flops:
-        header += " | FLOPs T:S"
-    header += " | train s | teacher s | infer ms/img |"
-    lines += [header, "|" + "---|" * (header.count("|") - 1)]
-    for cls in sorted(by_class, key=_class_key):
-        rs = by_class[cls]
+        columns.append("FLOPs T:S")
+    columns += ["train s", "teacher s"] + ([] if validation_only else ["infer ms/img"])
+    columns.append("peak RSS MB")
+    lines += _header(*columns)
+    full = dataset == "mvtec" or len(by_class) == 10  # the paper's mean covers these classes
+    rows = [(cls, by_class[cls]) for cls in sorted(by_class, key=_class_key)]
+    if len(by_class) > 1:
+        rows.append(("**mean**", recs))
+    for cls, rs in rows:
+        mean_row = cls == "**mean**"
         cells = [cls, str(len(rs))]
         for k, _ in present:
-            cells += [_fmt([r["metrics"].get(k, math.nan) for r in rs]),
-                      _paper(method, dataset, protocol, cls, k)]
+            if mean_row:
+                cells += [_fmt(_seed_means(recs, seeds, len(by_class), _test_metric(k))),
+                          _paper(method, dataset, protocol, "mean", k) if full else ""]
+            else:
+                cells += [_fmt([_test_metric(k)(r) for r in rs]),
+                          _paper(method, dataset, protocol, cls, k)]
+        for k, _ in val_present:
+            cells.append(_fmt(_seed_means(recs, seeds, len(by_class), _val_metric(k)) if mean_row
+                              else [_val_metric(k)(r) for r in rs]))
         if show_flops:
-            cells.append(f"{rs[0]['fit_info'].get('flops_ratio', float('nan')):.1f}:1")
-        cells += [f"{np.mean([r['train_seconds'] for r in rs]):.0f}",
-                  f"{np.mean([r.get('teacher_feature_seconds', 0) for r in rs]):.1f}",
-                  f"{np.mean([r['inference_ms_per_image'] for r in rs]):.2f}"]
+            cells.append("" if mean_row else
+                         f"{rs[0]['fit_info'].get('flops_ratio', float('nan')):.1f}:1")
+        if mean_row:
+            cells += [f"{np.sum([r['train_seconds'] for r in rs]):.0f} (sum)",
+                      f"{np.sum([r.get('teacher_feature_seconds', 0) for r in rs]):.0f} (sum)"]
+            cells += [] if validation_only else [""]
+        else:
+            cells += [f"{np.mean([r['train_seconds'] for r in rs]):.0f}",
+                      f"{np.mean([r.get('teacher_feature_seconds', 0) for r in rs]):.1f}"]
+            cells += [] if validation_only else [
+                f"{np.mean([r['inference_ms_per_image'] for r in rs]):.2f}"]
+        rss = [r["peak_rss_mb"] for r in rs if r.get("peak_rss_mb")]
+        cells.append(f"{max(rss):.0f}" if rss else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    if len(by_class) > 1:
-        # mean over classes, per seed; then mean ± std of those over seeds
-        cells = ["**mean**", str(len(recs))]
-        for k, _ in present:
-            per_seed = []
-            for s in seeds:
-                vals = [r["metrics"].get(k, math.nan) for r in recs if r["seed"] == s]
-                if len(vals) == len(by_class):
-                    per_seed.append(float(np.nanmean(vals)))
-            # a paper's mean stands beside ours only when we cover all its classes
-            full = dataset == "mvtec" or len(by_class) == 10
-            cells += [_fmt(per_seed), _paper(method, dataset, protocol, "mean", k) if full else ""]
-        if show_flops:
-            cells.append("")
-        cells += [f"{np.sum([r['train_seconds'] for r in recs]):.0f} (sum)",
-                  f"{np.sum([r.get('teacher_feature_seconds', 0) for r in recs]):.0f} (sum)", ""]
-        lines.append("| " + " | ".join(cells) + " |")
-        if any(len([r for r in recs if r["seed"] == s]) < len(by_class) for s in seeds):
-            lines += ["", "(incomplete sweep: the mean row counts only seeds with every class)"]
+    if len(by_class) > 1 and any(len([r for r in recs if r["seed"] == s]) < len(by_class)
+                                 for s in seeds):
+        lines += ["", "(incomplete sweep: the mean row counts only seeds with every class)"]
+    val_line = _validation_line(recs)
+    if val_line:
+        lines += ["", val_line]
     wall = sum(r.get("wall_seconds", r.get("fit_seconds_total", 0.0)) for r in recs)
     teach = sum(r.get("teacher_feature_seconds", 0) + r.get("score_teacher_seconds", 0) for r in recs)
     line = f"Sweep wall-clock: {wall / 60:.1f} min for {len(recs)} runs"
@@ -119,6 +167,18 @@ def sweep_section(recs: list[dict[str, Any]]) -> list[str]:
     lines += ["", "Files: " + ", ".join(f"`{r['_file']}`" for r in recs[:3]) +
               (f" and {len(recs) - 3} more" if len(recs) > 3 else ""), ""]
     return lines
+
+
+def _seed_means(recs: list[dict[str, Any]], seeds: list[int], n_classes: int,
+                value: Any) -> list[float]:
+    """Per seed with every class present: the mean over classes of ``value(record)`` (NaN-free
+    classes only); one value per such seed (format with ``_fmt``)."""
+    out = []
+    for s in seeds:
+        vals = [value(r) for r in recs if r["seed"] == s]
+        if len(vals) == n_classes and not all(math.isnan(v) for v in vals):
+            out.append(float(np.nanmean(vals)))
+    return out
 
 
 # comparisons: runs of one method that differ in one parameter only
@@ -253,23 +313,41 @@ def render(records: list[dict[str, Any]]) -> str:
              "Generated by `python -m distilad.bench.results` from `benchmarks/results/*.json`; "
              "do not edit by hand. Values are percentages; `a ± b` is the mean and the sample "
              "standard deviation over seeds. Paper values stand beside ours where the paper (or "
-             "its code) gives one; [R] marks a recalled, unverified value.", ""]
+             "its code) gives one; [R] marks a recalled, unverified value. `val.` columns are "
+             "validation figures (training split only, see each table's note); '-' where a run "
+             "recorded none. Peak RSS is the largest resident memory of the `distilad bench` "
+             "process by the end of a run (in a sweep, of all runs so far in that process).", ""]
     speed = [r for r in records if r.get("kind") == "speed"]
     speed_gan = [r for r in records if r.get("kind") == "speed_gan"]
-    runs = [r for r in records if r.get("kind") is None and "metrics" in r]
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in runs:
-        groups[(r["method"], r["dataset"], r["protocol"], r["config"])].append(r)
+    runs = [r for r in records if r.get("kind") is None and "metrics" in r
+            and r.get("test_evaluated", True)]
+    val_runs = [r for r in records if r.get("kind") is None and r.get("test_evaluated") is False]
+    groups = _groups(runs)
     for method in sorted({k[0] for k in groups}):
         lines += [f"## {method}", ""]
         for key in sorted(k for k in groups if k[0] == method):
             lines += sweep_section(groups[key])
     lines += comparison_sections(runs)
+    if val_runs:
+        lines += ["## Validation-only runs (test split never read)", "",
+                  "Runs of `distilad bench --validate`, for choosing settings: held-out normals "
+                  "vs validation anomalies of the training split, no test metrics.", ""]
+        val_groups = _groups(val_runs)
+        for key in sorted(val_groups):
+            lines += sweep_section(val_groups[key], validation_only=True)
     if speed:
         lines += speed_section(speed)
     if speed_gan:
         lines += speed_gan_section(speed_gan)
     return "\n".join(lines)
+
+
+def _groups(runs: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """Runs by (method, dataset, protocol, config)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[(r["method"], r["dataset"], r["protocol"], r["config"])].append(r)
+    return groups
 
 
 def write_results_md(results_dir: Path, out: Path) -> Path:

@@ -4,6 +4,20 @@ Every finished run is one JSON file in the results folder, named by its run id; 
 file exists is skipped, so an interrupted sweep (Ctrl-C, kill) continues where it stopped. Files
 are written atomically, so an interruption cannot leave a corrupt result. ``benchmarks/RESULTS.md``
 is regenerated from all files at the end (``python -m distilad.bench.results`` does it alone).
+
+Every run passes validation anomalies to ``fit``, from the training data only: for MVTec-style
+categories synthetic defects of the held-out normals, for the novelty protocols a seeded sample
+of training images (:func:`distilad.data.novelty.validation_anomalies`); the result is recorded
+as ``"validation"`` beside the test ``"metrics"``. With ``--validate`` the test split is never
+read: the record has no test metrics, ``"test_evaluated": false``, and its run id ends in
+``_val``, so settings can be chosen on validation figures alone and RESULTS.md keeps such runs
+apart.
+
+Results go to ``--results`` (default ``benchmarks/results`` under the current folder) and the
+markdown to ``--markdown``; nothing else depends on running inside a checkout. The commit is
+read once at the start; a checkout with uncommitted changes to tracked code is refused (the
+results could not be reproduced from the recorded commit) unless ``--allow-dirty`` is given,
+which records ``<sha>-dirty``.
 """
 
 from __future__ import annotations
@@ -12,12 +26,21 @@ import argparse
 import hashlib
 import json
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distilad.bench.record import environment, peak_rss_mb, read_json, write_json_atomic
+from distilad.bench.record import (
+    code_version,
+    environment,
+    peak_rss_mb,
+    portable_path,
+    read_json,
+    write_json_atomic,
+)
 from distilad.errors import DistiladError
 
 MVTEC = "mvtec"
@@ -33,20 +56,49 @@ class RunSpec:
     seed: int
     params: tuple[tuple[str, Any], ...]
     tag: str
+    #: validation only: the test split is not read (run id ends in ``_val``)
+    validate: bool = False
 
     @property
     def run_id(self) -> str:
-        return f"{self.method}_{self.dataset}_{self.protocol}_{self.cls}_seed{self.seed}_{self.tag}"
+        rid = f"{self.method}_{self.dataset}_{self.protocol}_{self.cls}_seed{self.seed}_{self.tag}"
+        return rid + ("_val" if self.validate else "")
+
+
+#: short names of common settings in derived configuration names
+_TAG_ABBREVIATIONS = {"epochs": "e", "image_size": "s", "batch_size": "bs", "lr": "lr",
+                      "backbone": "", "lr_schedule": "", "image_score": "pool-",
+                      "schedule": "", "width": "w", "nz": "nz"}
+_TAG_MAX_LEN = 64
 
 
 def config_tag(params: dict[str, Any], name: str | None) -> str:
-    """A short, stable name for a parameter set (given, or a hash of the parameters)."""
+    """A short, stable, filesystem-safe name for a parameter set: ``name`` when given, else one
+    derived from the settings in key order, e.g. ``{"epochs": 5, "image_size": 32}`` ->
+    ``e5-s32``, ``{"lr_schedule": "cosine", "precise_bn": false}`` -> ``cosine-precise_bn_false``
+    (common keys abbreviated, others ``key_value``; letters, digits and ``. _ + -`` only, so a
+    derived name is also a valid ``--name``); a hash ``cfg<8 hex>`` only when that name would be
+    longer than 64 characters."""
     if name:
         return name
     if not params:
         return "default"
-    text = json.dumps(params, sort_keys=True)
-    return "cfg" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    parts = []
+    for key in sorted(params):
+        value = params[key]
+        if isinstance(value, bool) or value is None:
+            text = json.dumps(value)
+        elif isinstance(value, (list, tuple)):
+            text = "x".join(str(v) for v in value)
+        else:
+            text = str(value)
+        abbr = _TAG_ABBREVIATIONS.get(key)
+        parts.append(f"{abbr}{text}" if abbr is not None and not isinstance(value, bool)
+                     else f"{key}_{text}")
+    tag = re.sub(r"[^A-Za-z0-9._+-]+", "_", "-".join(parts)).strip("_.-")
+    if tag and len(tag) <= _TAG_MAX_LEN:
+        return tag
+    return "cfg" + hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def parse_classes(text: str, dataset: str) -> list[str]:
@@ -66,8 +118,20 @@ def parse_classes(text: str, dataset: str) -> list[str]:
     return out
 
 
-def load_task(spec: RunSpec, data_root: str | None) -> tuple[Any, Any, str]:
-    """(normal training images, labelled test images, description) for one run."""
+@dataclass
+class Task:
+    """What one run trains on, validates on and (unless validating only) is tested on."""
+
+    train: Any
+    #: labelled test images; None in validation-only runs (the test split is not read)
+    test: Any
+    #: ``fit``'s validation argument: "synthetic" or an ImageSet of anomalous training images
+    validation: Any
+    description: str
+
+
+def load_task(spec: RunSpec, data_root: str | None) -> Task:
+    """The data of one run; the test split is left unread when ``spec.validate``."""
     if spec.dataset == MVTEC:
         from distilad.cli import demo_data_path
         from distilad.data import mvtec_test, mvtec_train
@@ -84,40 +148,39 @@ def load_task(spec: RunSpec, data_root: str | None) -> tuple[Any, Any, str]:
         if folder is None:
             raise DistiladError(f"MVTec category {spec.cls!r} not found: pass --data-root or set "
                                 "DISTILAD_DATA to a folder holding mvtec_ad/<category>")
-        return mvtec_train(folder), mvtec_test(folder), str(folder)
-    from distilad.data.novelty import make_novelty_split
+        test = None if spec.validate else mvtec_test(folder)
+        return Task(mvtec_train(folder), test, "synthetic", portable_path(folder))
+    from distilad.data.novelty import make_novelty_split, validation_anomalies
 
-    split = make_novelty_split(spec.dataset, spec.protocol, int(spec.cls), root=data_root)
-    return split.train, split.test, split.description
+    split = make_novelty_split(spec.dataset, spec.protocol, int(spec.cls), root=data_root,
+                               test=not spec.validate)
+    anomalies = validation_anomalies(spec.dataset, spec.protocol, int(spec.cls), spec.seed,
+                                     root=data_root)
+    return Task(split.train, split.test, anomalies, split.description)
 
 
-def execute(spec: RunSpec, data_root: str | None) -> dict[str, Any]:
-    """Fit, score and measure one run; returns the result record."""
+def execute(spec: RunSpec, data_root: str | None, commit: str | None = None,
+            progress: bool = False) -> dict[str, Any]:
+    """Fit (with validation), then score the test split unless validating only, and measure;
+    returns the result record. ``commit`` is the code version read when the sweep started."""
     import torch
 
     import distilad
-    from distilad.evaluate import compute_metrics
-    from distilad.metrics import auroc
 
-    train, test, desc = load_task(spec, data_root)
+    task = load_task(spec, data_root)
     params = dict(spec.params)
     params["seed"] = spec.seed
-    params.setdefault("progress", False)
+    params.setdefault("progress", progress)
     det = distilad.create_detector(spec.method, **params)
     t0 = time.perf_counter()
-    det.fit(train)
+    det.fit(task.train, validation=task.validation)
     fit_seconds = time.perf_counter() - t0
-    result = det.score(test)
-    score_teacher_s = float(getattr(det, "score_teacher_seconds", 0.0))
-    metrics = compute_metrics(test, result)
-    labels = test.labels
-    for name, alt in (getattr(det, "alternative_scores", None) or {}).items():
-        metrics[f"image_auroc_{name}"] = auroc(labels, alt)
-    info = det.fit_info
+    info = dict(det.fit_info)
+    validation = info.pop("validation", None)
     epochs = info.get("epochs")
     teacher_s = info.get("teacher_feature_seconds", 0.0)
     student_s = max(info["train_seconds"] - teacher_s, 1e-9)
-    return {
+    record: dict[str, Any] = {
         "run_id": spec.run_id,
         "method": spec.method,
         "dataset": spec.dataset,
@@ -125,28 +188,55 @@ def execute(spec: RunSpec, data_root: str | None) -> dict[str, Any]:
         "protocol": spec.protocol,
         "seed": spec.seed,
         "config": spec.tag,
-        "params": {k: v for k, v in det.params.items() if k not in ("progress",)},
-        "data": desc,
-        "metrics": metrics,
+        "params": {k: _portable_param(k, v) for k, v in det.params.items() if k != "progress"},
+        "data": task.description,
+        "test_evaluated": not spec.validate,
+    }
+    if not spec.validate:
+        record.update(_test(det, task.test))
+    record.update({
+        "validation": validation,
         "n_train": info["n_train"],
         "n_holdout": info["n_holdout"],
-        "n_test": len(test),
         "train_seconds": info["train_seconds"],
         "teacher_feature_seconds": teacher_s,
         "fit_seconds_total": round(fit_seconds, 3),
-        "score_seconds": round(result.seconds, 3),
-        "score_teacher_seconds": round(score_teacher_s, 3),
-        "feature_cache": params.get("feature_cache"),
+        "feature_cache": _portable_param("feature_cache", params.get("feature_cache")),
         "train_images_per_s": (info["n_train"] * epochs / student_s) if epochs else None,
-        "inference_ms_per_image": 1000.0 * result.seconds / max(len(test), 1),
-        "inference_batch_size": det.params.get("score_batch_size"),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "fit_info": info,
         "calibration": det.calibration.to_dict() if det.calibration else None,
-        **environment(str(det.device)),
+        **environment(str(det.device), commit),
         "torch_threads": torch.get_num_threads(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return record
+
+
+def _test(det: Any, test: Any) -> dict[str, Any]:
+    """Test metrics and scoring times of a fitted detector (the final evaluation)."""
+    from distilad.evaluate import compute_metrics
+    from distilad.metrics import auroc
+
+    result = det.score(test)
+    metrics = compute_metrics(test, result)
+    for name, alt in (getattr(det, "alternative_scores", None) or {}).items():
+        metrics[f"image_auroc_{name}"] = auroc(test.labels, alt)
+    return {
+        "metrics": metrics,
+        "n_test": len(test),
+        "score_seconds": round(result.seconds, 3),
+        "score_teacher_seconds": round(float(getattr(det, "score_teacher_seconds", 0.0)), 3),
+        "inference_ms_per_image": 1000.0 * result.seconds / max(len(test), 1),
+        "inference_batch_size": det.params.get("score_batch_size"),
     }
+
+
+def _portable_param(key: str, value: Any) -> Any:
+    """Cache folders of a record without this machine's absolute paths."""
+    if key in ("feature_cache", "teacher_cache") and isinstance(value, str):
+        return portable_path(value)
+    return value
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -161,16 +251,29 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="method argument, value as JSON (repeatable)")
-    p.add_argument("--name", help="name of this configuration (default: a hash of --set)")
+    p.add_argument("--name", help="name of this configuration (default: derived from --set, "
+                                  "e.g. epochs=5 image_size=32 -> e5-s32)")
     p.add_argument("--data-root", help="folder holding MNIST/, FashionMNIST/, cifar10-jpeg/, "
                                        "mvtec_ad/ (default $DISTILAD_DATA)")
-    p.add_argument("--results", default="benchmarks/results", help="folder of per-run JSON files")
+    p.add_argument("--validate", action="store_true",
+                   help="validation only, for choosing settings: the test split is never read; "
+                        "held-out normals vs synthetic defects (mvtec) or other classes' training "
+                        "images (novelty); run ids end in _val")
+    p.add_argument("--results", default="benchmarks/results",
+                   help="folder of per-run JSON files, relative to the current folder "
+                        "(default: %(default)s)")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="run although tracked code has uncommitted changes (records <sha>-dirty)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars (run k of n and results are still printed)")
     p.add_argument("--feature-cache", default=None,
                    help="teacher-feature cache folder (default $DISTILAD_CACHE/features or "
                         "~/.cache/distilad/features; 'none' to disable); P-KDGAN's pretrained "
                         "teachers go beside it, in gan-teachers/")
     p.add_argument("--no-markdown", action="store_true", help="do not regenerate RESULTS.md")
-    p.add_argument("--markdown", default="benchmarks/RESULTS.md", help="RESULTS.md to regenerate")
+    p.add_argument("--markdown", default="benchmarks/RESULTS.md",
+                   help="RESULTS.md to regenerate from every file in --results "
+                        "(default: %(default)s)")
 
 
 def build_specs(args: argparse.Namespace) -> list[RunSpec]:
@@ -200,7 +303,8 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
     if cache != "none" and "teacher_cache" in _REGISTRY[args.method].defaults:
         params.setdefault("teacher_cache", str(Path(cache).parent / "gan-teachers"))
     frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
-    return [RunSpec(args.method, dataset, protocol, c, s, frozen, tag)
+    validate = bool(getattr(args, "validate", False))
+    return [RunSpec(args.method, dataset, protocol, c, s, frozen, tag, validate)
             for c in classes for s in seeds]
 
 
@@ -230,8 +334,9 @@ def main_bench(args: argparse.Namespace) -> int:
     specs = build_specs(args)
     results = Path(args.results)
     todo = [s for s in specs if read_json(results / f"{s.run_id}.json") is None]
-    print(f"bench: {len(specs)} runs, {len(specs) - len(todo)} already done, {len(todo)} to run; "
-          f"results in {results}", flush=True)
+    mode = "validation only (test split not read)" if specs and specs[0].validate else "test"
+    print(f"bench: {len(specs)} runs, {len(specs) - len(todo)} already done, {len(todo)} to run "
+          f"({mode}); results in {results}", flush=True)
     # user errors (missing data, unknown category) surface before anything is written
     # (each MVTec category is a folder of its own; novelty classes share one data root)
     if todo and todo[0].dataset == MVTEC:
@@ -240,8 +345,10 @@ def main_bench(args: argparse.Namespace) -> int:
         checks = todo[:1]
     for spec in checks:
         load_task(spec, args.data_root)
+    commit = _checked_commit(bool(args.allow_dirty)) if todo else None
     results.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    progress = not getattr(args, "quiet", False)
     for k, spec in enumerate(todo, 1):
         out = results / f"{spec.run_id}.json"
         lock = results / f".{spec.run_id}.lock"
@@ -250,9 +357,10 @@ def main_bench(args: argparse.Namespace) -> int:
         if read_json(out) is not None or not claim(lock):
             print(f"[{k}/{len(todo)}] {spec.run_id}: done or running elsewhere, skipped", flush=True)
             continue
+        print(f"[{k}/{len(todo)}] {spec.run_id}: running", flush=True)
         try:
             t0 = time.perf_counter()
-            record = execute(spec, args.data_root)
+            record = execute(spec, args.data_root, commit, progress)
             record["wall_seconds"] = round(time.perf_counter() - t0, 3)
             write_json_atomic(out, record)
         finally:
@@ -260,15 +368,36 @@ def main_bench(args: argparse.Namespace) -> int:
         dt = time.perf_counter() - t0
         elapsed = time.perf_counter() - t_start
         eta = elapsed / k * (len(todo) - k)
-        auc = record["metrics"].get("image_auroc", float("nan"))
-        ratio = record["fit_info"].get("flops_ratio")
-        print(f"[{k}/{len(todo)}] {spec.run_id}: image AUROC {auc:.4f} in {dt:.0f} s "
-              f"(teacher {record['teacher_feature_seconds']:.0f} s"
-              + (f"; FLOPs teacher:student {ratio:.1f}:1" if ratio else "")
-              + f"); ETA {eta / 60:.1f} min", flush=True)
+        print(f"[{k}/{len(todo)}] {spec.run_id}: {_summary(record)} in {dt:.0f} s; "
+              f"sweep ETA {eta / 60:.1f} min", flush=True)
     if not args.no_markdown:
         from distilad.bench.results import write_results_md
 
         path = write_results_md(results, Path(args.markdown))
         print(f"bench: wrote {path}")
     return 0
+
+
+def _checked_commit(allow_dirty: bool) -> str:
+    """The code's commit, read once per sweep; refuses uncommitted code unless allowed."""
+    sha, changed = code_version()
+    if changed and not allow_dirty:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3
+                                          else "")
+        raise DistiladError(f"uncommitted changes to tracked code ({shown}): commit them so the "
+                            "results record the code that made them, or pass --allow-dirty")
+    if changed:
+        print(f"bench: warning: uncommitted changes recorded as {sha[:12]}-dirty", file=sys.stderr)
+    return sha + "-dirty" if changed and sha != "unknown" else sha
+
+
+def _summary(record: dict[str, Any]) -> str:
+    """One line: test and validation AUROC, teacher time, FLOPs ratio where known."""
+    val = (record.get("validation") or {}).get("metrics", {})
+    parts = []
+    if "metrics" in record:
+        parts.append(f"image AUROC {record['metrics'].get('image_auroc', float('nan')):.4f}")
+    parts.append(f"validation AUROC {val.get('image_auroc', float('nan')):.4f}")
+    text = ", ".join(parts) + f" (teacher {record['teacher_feature_seconds']:.0f} s"
+    ratio = record["fit_info"].get("flops_ratio")
+    return text + (f"; FLOPs teacher:student {ratio:.1f}:1)" if ratio else ")")

@@ -9,7 +9,16 @@ Two protocols, both defined by one class index ``cls`` in ``0..9``:
   0 for the others.
 
 Test images are used for testing only; any validation / calibration hold-out is taken from the
-training set by the detector.
+training set by the detector. The validation anomalies come from the training split too
+(:func:`validation_anomalies`), never from the test split:
+
+* ``one-class``, class ``c``: a seeded sample of the *other* classes' training images, balanced
+  over the nine classes: ``max_images // 9`` of each (999 by default).
+* ``one-class-anomalous``, class ``c``: a seeded sample of class ``c``'s training images (which
+  that protocol never trains on), up to ``max_images`` (1000 by default).
+
+So a benchmark can choose its settings on validation figures (held-out normals of the training
+split vs these images) and read the test split once, for the final evaluation.
 
 Where the data is looked for (``root`` = ``--data-root`` / ``$DISTILAD_DATA``), in the layouts
 torchvision uses:
@@ -387,11 +396,16 @@ def clear_cache() -> None:
 
 
 class NoveltyImageSet(ArrayImageSet):
-    """An :class:`ArrayImageSet` whose fingerprint names the split and is computed once."""
+    """An :class:`ArrayImageSet` whose fingerprint names the split and is computed once.
+
+    ``images``: (N, H, W) gray or (N, H, W, C) uint8 (channels last, whatever N is).
+    """
 
     def __init__(
         self, images: np.ndarray, labels: np.ndarray, names: Sequence[str], description: str
     ):
+        if images.ndim == 3:  # gray: say so, a set of 3 gray images is not one RGB image
+            images = images[..., None]
         super().__init__(images, labels=labels, names=names, description=description)
         self.array.flags.writeable = False
         self._fingerprint: str | None = None
@@ -409,8 +423,8 @@ class NoveltySplit:
 
     #: normal training images only (labels all 0)
     train: ArrayImageSet
-    #: the whole test split, labels 0 normal / 1 anomalous
-    test: ArrayImageSet
+    #: the whole test split, labels 0 normal / 1 anomalous (None when not read)
+    test: ArrayImageSet | None
     dataset: str
     protocol: str
     #: the class the protocol is defined by (``cls``): the single normal class under
@@ -429,24 +443,34 @@ class NoveltySplit:
     description: str = ""
 
 
+def _check_protocol(dataset: str, protocol: str, cls: int) -> int:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    _check(dataset, "train")
+    if isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or not 0 <= cls < 10:
+        raise ValueError(f"class must be an integer in 0..9, got {cls!r}")
+    return int(cls)
+
+
 def make_novelty_split(
-    dataset: str, protocol: str, cls: int, root: str | Path | None = None
+    dataset: str, protocol: str, cls: int, root: str | Path | None = None, test: bool = True
 ) -> NoveltySplit:
     """Build the ``protocol`` benchmark for class ``cls`` of ``dataset`` (see the module doc).
 
     The training set holds only normal images (all labels 0); the test set is the whole test
     split with labels 0 normal / 1 anomalous, and ``test_classes`` keeps each image's class.
+    With ``test=False`` the test split is not read at all (``test`` is None, ``test_classes``
+    empty): validation-only runs.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    _check(dataset, "train")
+    cls = _check_protocol(dataset, protocol, cls)
     names_of = CLASS_NAMES[dataset]
-    if isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or not 0 <= cls < 10:
-        raise ValueError(f"class must be an integer in 0..9, got {cls!r}")
-    cls = int(cls)
 
     train_images, train_labels = load_split(dataset, "train", root)
-    test_images, test_labels = load_split(dataset, "test", root)
+    if test:
+        test_images, test_labels = load_split(dataset, "test", root)
+    else:
+        test_images = np.zeros((0, *_IMAGE_SHAPES[dataset]), np.uint8)
+        test_labels = np.zeros(0, np.int64)
 
     is_cls_train = train_labels == cls
     is_cls_test = test_labels == cls
@@ -470,20 +494,21 @@ def make_novelty_split(
         names=[f"train/{i:05d}" for i in keep],
         description=f"{dataset}/train/{protocol}/{cls}",
     )
-    test = NoveltyImageSet(
+    test_set = NoveltyImageSet(
         test_images,
         labels=test_y,
         names=[f"test/{i:05d}" for i in range(len(test_images))],
         description=f"{dataset}/test/{protocol}/{cls}",
-    )
+    ) if test else None
     n_anom = int(test_y.sum())
     description = (
         f"{dataset} {protocol}, {what}: train {len(train)} normal images, "
-        f"test {len(test)} images ({len(test) - n_anom} normal / {n_anom} anomalous)"
+        + (f"test {len(test_y)} images ({len(test_y) - n_anom} normal / {n_anom} anomalous)"
+           if test else "test split not read")
     )
     return NoveltySplit(
         train=train,
-        test=test,
+        test=test_set,
         dataset=dataset,
         protocol=protocol,
         normal_class=cls,
@@ -494,3 +519,48 @@ def make_novelty_split(
         name=name,
         description=description,
     )
+
+
+#: default size of the validation anomaly sample (see :func:`validation_anomalies`)
+VALIDATION_ANOMALIES = 1000
+
+
+def validation_anomalies(
+    dataset: str, protocol: str, cls: int, seed: int, root: str | Path | None = None,
+    max_images: int = VALIDATION_ANOMALIES,
+) -> NoveltyImageSet:
+    """Anomalous images for validation, from the training split only (see the module doc).
+
+    ``one-class``: ``max_images // 9`` training images of each other class (all of a class when
+    it has fewer); ``one-class-anomalous``: up to ``max_images`` training images of class ``cls``.
+    Drawn without replacement by ``numpy.random.default_rng(seed)``; labels all 1; names
+    ``train/<index>`` as in the training set.
+    """
+    cls = _check_protocol(dataset, protocol, cls)
+    if max_images < 1:
+        raise ValueError(f"max_images must be at least 1, got {max_images}")
+    images, labels = load_split(dataset, "train", root)
+    rng = np.random.default_rng(seed)
+    if protocol == "one-class":
+        per_class = max(1, max_images // 9)
+        picked = []
+        for c in range(10):
+            if c == cls:
+                continue
+            members = np.flatnonzero(labels == c)
+            picked.append(rng.choice(members, size=min(per_class, len(members)), replace=False))
+        keep = np.sort(np.concatenate(picked))
+        what = f"other classes' training images ({per_class} per class)"
+    else:
+        members = np.flatnonzero(labels == cls)
+        keep = np.sort(rng.choice(members, size=min(max_images, len(members)), replace=False))
+        what = f"class {cls} training images"
+    sample = NoveltyImageSet(
+        images[keep],
+        labels=np.ones(len(keep), dtype=np.int64),
+        names=[f"train/{i:05d}" for i in keep],
+        description=f"{dataset}/train/{protocol}/{cls}/validation-anomalies: {len(keep)} {what}, "
+                    f"seed {seed}",
+    )
+    sample.reuse_features = False  # one sample per run: no teacher-feature cache entry
+    return sample

@@ -130,6 +130,7 @@ def write_html_report(
     embed_images: bool | None = None,
     max_embedded_mb: float = 30.0,
     progress: bool = False,
+    map_threshold_is_image_threshold: bool = True,
 ) -> Path:
     """Write ``out_dir/report.html`` and one PNG per shown image in ``out_dir/overlays/``.
 
@@ -170,6 +171,9 @@ def write_html_report(
         max_embedded_mb: size limit of the embedded images (base64 text, MB) when
             ``embed_images`` is None.
         progress: show a progress bar (stderr) while the panels are drawn.
+        map_threshold_is_image_threshold: the image score is the maximum of the map, so the
+            threshold is marked on the colour bar (a pixel above it flags the image); False
+            (e.g. mean pooling) leaves it off the colour bar.
 
     Returns:
         Path of the written ``report.html``.
@@ -281,7 +285,8 @@ def write_html_report(
     parts.append("<h2>Images</h2>")
     if maps is not None:
         parts.append(
-            colorbar_svg(vmin, vmax, thr, "anomaly map colour scale (fixed for all images)")
+            colorbar_svg(vmin, vmax, thr if map_threshold_is_image_threshold else None,
+                         "anomaly map colour scale (fixed for all images)")
         )
         parts.append(
             '<p class="note">Left: image; right: anomaly map overlay on the fixed scale '

@@ -300,16 +300,16 @@ def colorbar_strip(width: int, vmin: float, vmax: float, threshold: float | None
     img = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     font = _font(11)
-    x0, x1, y0, y1 = 6, width - 6, 16, 28
+    x0, x1, y0, y1 = 6, width - 6, 17, 29
     ramp = LUT[np.round(np.linspace(0, len(LUT) - 1, x1 - x0)).astype(np.intp)]
     img.paste(Image.fromarray(np.ascontiguousarray(np.repeat(ramp[None], y1 - y0, axis=0))),
               (x0, y0))
     draw.rectangle((x0 - 1, y0 - 1, x1, y1), outline=(60, 60, 60))
     if threshold is not None and np.isfinite(threshold) and lo <= threshold <= hi:
         x = x0 + (float(threshold) - lo) / (hi - lo) * (x1 - x0)
-        draw.line((x, y0 - 3, x, y1 + 3), fill=(0, 0, 0), width=2)
+        draw.line((x, y0 - 2, x, y1 + 2), fill=(0, 0, 0), width=2)
         title = f"{title}; black tick: threshold {float(threshold):.3g}"
-    draw.text((x0, 2), title, fill=(0, 0, 0), font=font)
+    draw.text((x0, 1), title, fill=(0, 0, 0), font=font)
     lo_text, hi_text = f"{lo:.3g}", f"{hi:.3g}"
     draw.text((x0, y1 + 3), lo_text, fill=(0, 0, 0), font=font)
     draw.text((x1 - draw.textlength(hi_text, font=font), y1 + 3), hi_text, fill=(0, 0, 0),

@@ -72,9 +72,9 @@ class ReverseDistillation(Detector):
         p = self.params
         progress = bool(p["progress"])
         t0 = time.perf_counter()
-        _, feats = teacher_features(self.teacher, train, p["image_size"], p["score_batch_size"],
-                                    self.device, p["feature_cache"], progress,
-                                    desc="teacher features (once)")
+        feats = teacher_features(self.teacher, train, p["image_size"], p["score_batch_size"],
+                                 self.device, p["feature_cache"], progress,
+                                 desc="teacher features (once)")
         teacher_seconds = time.perf_counter() - t0
         n = feats[0].shape[0]
         opt = torch.optim.Adam(self.student.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
@@ -142,8 +142,8 @@ class ReverseDistillation(Detector):
         p = self.params
         size = int(p["image_size"])
         t0 = time.perf_counter()
-        _, feats = teacher_features(self.teacher, images, size, 256, self.device,
-                                    p["feature_cache"], bool(p["progress"]), "teacher (test)")
+        feats = teacher_features(self.teacher, images, size, 256, self.device,
+                                 p["feature_cache"], bool(p["progress"]), "teacher (test)")
         self.score_teacher_seconds = time.perf_counter() - t0
         scores: list[float] = []
         maps: list[np.ndarray] = []
