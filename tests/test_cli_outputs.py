@@ -220,3 +220,21 @@ def test_help_shows_every_default_an_example_and_quiet() -> None:
         assert "(default: None)" not in text, name
     demo = subs["demo"].format_help()
     assert "(default: 12)" in re.sub(r"\s+", " ", demo)  # the demo's own epoch count
+
+
+def test_overwrite_never_replaces_inputs_or_the_current_folder(
+        model_file: Path, tiny_mvtec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    good = tiny_mvtec / "test" / "good"
+    before = sorted(p.name for p in good.iterdir())
+    for out, what in [(good, f"the input {good}"), (tiny_mvtec, f"the input {good}")]:
+        assert main(["predict", str(model_file), str(good), "-o", str(out), "--overwrite"]) == 2
+        assert what in capsys.readouterr().err
+    assert main(["test", str(model_file), str(tiny_mvtec), "-o", str(tiny_mvtec.parent),
+                 "--overwrite"]) == 2
+    assert "the input" in capsys.readouterr().err
+    monkeypatch.chdir(good)
+    assert main(["predict", str(model_file), "000.jpg", "-o", str(tiny_mvtec),
+                 "--overwrite"]) == 2
+    assert "the current folder" in capsys.readouterr().err
+    assert sorted(p.name for p in good.iterdir()) == before

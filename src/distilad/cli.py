@@ -56,14 +56,14 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def _fresh_output(path: Path, overwrite: bool) -> StagedFolder:
+def _fresh_output(path: Path, overwrite: bool, inputs: list[str]) -> StagedFolder:
     """The output folder as a :class:`StagedFolder`: refused now (before any work) when it is a
-    file or a non-empty folder without ``--overwrite``; written in a temporary folder beside it
-    and moved into place only when complete (an error or Ctrl-C leaves no partial folder and
-    the earlier results as they were)."""
+    file, a non-empty folder without ``--overwrite``, or holds one of ``inputs`` or the current
+    folder; written in a temporary folder beside it and moved into place only when complete (an
+    error or Ctrl-C leaves no partial folder and the earlier results as they were)."""
     from distilad.report import StagedFolder
 
-    return StagedFolder(path, overwrite)
+    return StagedFolder(path, overwrite, keep=inputs)
 
 
 def _print_metrics(m: dict[str, Any], notes: list[str] | None = None) -> None:
@@ -251,7 +251,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from distilad.data import as_image_set
 
     out = Path(args.output)
-    staged = _fresh_output(out, args.overwrite)
+    staged = _fresh_output(out, args.overwrite, [args.model, args.data])
     det = distilad.load_detector(args.model, device=args.device or "auto")
     images = as_image_set(args.data, split="test")
     if images.labels is None:
@@ -282,7 +282,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from distilad.report import image_map_panel, safe_stem, save_png
 
     out = Path(args.output)
-    staged = _fresh_output(out, args.overwrite)
+    staged = _fresh_output(out, args.overwrite, [args.model, *args.inputs])
     det = distilad.load_detector(args.model, device=args.device or "auto")
     images = image_files(args.inputs)
     for i in range(len(images)):  # fail on an unreadable file before anything is written
@@ -347,7 +347,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             "or set DISTILAD_DEMO_DATA to an MVTec-style category folder")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.output) if args.output else Path("runs") / f"demo-{stamp}"
-    staged = _fresh_output(out, args.overwrite)
+    staged = _fresh_output(out, args.overwrite, [str(data)])
     params = _method_params(args)
     params.setdefault("epochs", DEMO_EPOCHS)
     det = distilad.create_detector("rd", **params)
@@ -542,10 +542,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(p)
     if not p.epilog:
         p.epilog = "example:\n  distilad bench --method rd --dataset mnist --classes 0-1 --seeds 0,1,2"
-    try:  # bench may declare its own -q
-        p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
-    except argparse.ArgumentError:
-        pass
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -12,15 +12,25 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 from distilad.errors import DistiladError
 
 
-def check_output_folder(target: Path, overwrite: bool) -> None:
+def check_output_folder(target: Path, overwrite: bool,
+                        keep: Sequence[str | os.PathLike[str]] = ()) -> None:
     """Refuse, before any work, a target that is a file or a non-empty folder (unless
-    ``overwrite``)."""
+    ``overwrite``), or one that is or holds the current folder or any path in ``keep`` (the
+    command's inputs), which replacing it would delete."""
+    resolved = target.resolve()
+    for p in [Path.cwd(), *map(Path, keep)]:
+        q = p.resolve()
+        if q == resolved or resolved in q.parents:
+            what = "the current folder" if p == Path.cwd() else f"the input {p}"
+            raise DistiladError(f"output folder {target} is or holds {what}; replacing it would "
+                                "delete that, so choose another output folder")
     if target.exists() and not target.is_dir():
         raise DistiladError(f"output {target} exists and is not a folder; choose another path")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
@@ -31,17 +41,19 @@ def check_output_folder(target: Path, overwrite: bool) -> None:
 class StagedFolder:
     """Context manager: ``with StagedFolder(target, overwrite) as tmp:`` write into ``tmp``.
 
-    Constructing it checks the target (:func:`check_output_folder`); entering creates the
+    Constructing it checks the target (:func:`check_output_folder`, with ``keep`` the paths
+    it must not delete); entering creates the
     temporary folder (with the permissions the umask gives, like ``mkdir``), which also proves
     the location writable before any work. On a clean exit the temporary folder becomes
     ``target``; on an exception (KeyboardInterrupt included) it is deleted, together with any
     parent folders that entering created, and the exception propagates.
     """
 
-    def __init__(self, target: str | os.PathLike[str], overwrite: bool = False):
+    def __init__(self, target: str | os.PathLike[str], overwrite: bool = False,
+                 keep: Sequence[str | os.PathLike[str]] = ()):
         self.target = Path(target)
         self.overwrite = overwrite
-        check_output_folder(self.target, overwrite)
+        check_output_folder(self.target, overwrite, keep)
         self.tmp: Path | None = None
         self._created_parents: list[Path] = []
 
