@@ -437,9 +437,9 @@ a first run (trains RD on the bottle images shipped with the repository, a few m
   distilad demo -o demo-run
 
 the usual workflow:
-  distilad fit rd path/to/bottle -o bottle.distilad     # train on normal images
-  distilad test bottle.distilad path/to/bottle -o report  # metrics + report.html
-  distilad predict bottle.distilad new_images/ -o predictions
+  distilad fit rd path/to/bottle -o bottle.distilad             # train on normal images
+  distilad test bottle.distilad path/to/bottle -o report         # metrics + report.html
+  distilad predict bottle.distilad new_images/ -o predictions    # scores, labels, overlays
 
 `distilad COMMAND --help` explains each command."""
 
