@@ -21,9 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from distilad.calibration import Calibration
-from distilad.data import ImageSet, as_image_set
+from distilad.calibration import CALIBRATION_STRATEGIES, Calibration
+from distilad.data import ImageSet, as_image_set, check_readable, with_labels
 from distilad.errors import DataError, DistiladError, ModelFileError, NotFittedError
+from distilad.params import Bool, Device, Float, Int, Param, check_params
 
 FORMAT_NAME = "distilad-model"
 FORMAT_VERSION = 1
@@ -75,7 +76,8 @@ class ScoreResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU (``device`` is checked beforehand by
+    :class:`distilad.params.Device`)."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -96,13 +98,23 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 class Detector:
-    """Base class of all methods. Subclasses set ``name`` and ``defaults`` and implement
-    ``_build`` (create networks from ``self.params``), ``_fit(train, holdout)``,
-    ``_score(images) -> (scores, maps)`` and ``_modules`` (the networks to save)."""
+    """Base class of all methods. Subclasses set ``name``, ``defaults`` and ``param_specs`` and
+    implement ``_build`` (create networks from ``self.params``), ``_fit(train, holdout)``,
+    ``_score(images) -> (scores, maps)`` and ``_modules`` (the networks to save).
+
+    Every argument is checked when the detector is made (type, range, device availability, and
+    the method's own combinations in ``_check_combination``), so a bad value fails at once with
+    one line, before any data is read or any network built.
+    """
 
     name: ClassVar[str] = ""
     #: every accepted argument with its default; unknown arguments are an error.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: type and range of every argument in ``defaults`` (see :mod:`distilad.params`).
+    param_specs: ClassVar[dict[str, Param]] = {}
+    #: arguments a method no longer takes, with what to use instead: refused when given,
+    #: dropped when an older model file that holds them is loaded.
+    retired_params: ClassVar[dict[str, str]] = {}
     #: arguments every method accepts.
     common_defaults: ClassVar[dict[str, Any]] = {
         "seed": 0,
@@ -111,19 +123,53 @@ class Detector:
         "target_fpr": 0.01,
         "progress": True,
     }
+    common_specs: ClassVar[dict[str, Param]] = {
+        "seed": Int(min=0, max=2**32 - 1),
+        "device": Device(),
+        "holdout_fraction": Float(0.0, 1.0, open_low=True, open_high=True),
+        # 0 is allowed: the threshold is then the highest held-out score
+        "target_fpr": Float(0.0, 1.0, open_high=True),
+        "progress": Bool(),
+    }
+    #: arguments that may change on a fitted detector (they do not change what was learned).
+    runtime_params: ClassVar[tuple[str, ...]] = ("progress", "device", "score_batch_size")
 
     def __init__(self, **params: Any):
-        allowed = {**self.common_defaults, **self.defaults}
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise DistiladError(
-                f"{self.name}: unknown argument(s) {', '.join(unknown)}; accepted: "
-                f"{', '.join(sorted(allowed))}")
-        self.params: dict[str, Any] = {**allowed, **params}
+        self._setup(params, check_files=True)
+
+    def _setup(self, params: dict[str, Any], check_files: bool) -> None:
+        self.params: dict[str, Any] = self.checked_params(params, check_files)
         self.calibration: Calibration | None = None
         self.fit_info: dict[str, Any] = {}
         self.device = resolve_device(self.params["device"])
         self._fitted = False
+
+    @classmethod
+    def checked_params(cls, params: dict[str, Any], check_files: bool = True) -> dict[str, Any]:
+        """Defaults completed by ``params``, every value checked; DistiladError (one line) for an
+        unknown, retired or bad argument."""
+        for key in params:
+            if key in cls.retired_params:
+                raise DistiladError(f"{cls.name}: {key} is not used by {cls.name}; "
+                                    f"{cls.retired_params[key]}")
+        allowed = {**cls.common_defaults, **cls.defaults}
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            import difflib
+
+            hints = [m for u in unknown for m in difflib.get_close_matches(u, allowed, n=1)]
+            hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+            raise DistiladError(
+                f"{cls.name}: unknown argument(s) {', '.join(unknown)}{hint}; accepted: "
+                f"{', '.join(sorted(allowed))}")
+        checked = check_params(cls.name, {**cls.common_specs, **cls.param_specs},
+                               {**allowed, **params}, check_files=check_files)
+        cls._check_combination(checked)
+        return checked
+
+    @classmethod
+    def _check_combination(cls, params: dict[str, Any]) -> None:
+        """Checks that involve several arguments (raise DistiladError); none by default."""
 
     # --- to implement -------------------------------------------------------------------------
     def _build(self) -> None:  # pragma: no cover - abstract
@@ -153,22 +199,16 @@ class Detector:
         pass
 
     # --- the contract -------------------------------------------------------------------------
-    def fit(self, data: Any, validation: Any = "synthetic") -> Detector:
+    def fit(self, data: Any) -> Detector:
         """Train on normal images only (a folder, MVTec category, ImageSet or array); returns self.
 
         A seeded ``holdout_fraction`` of the images is held out from training and used to
-        calibrate the threshold (``target_fpr``) and the score normalisation. Then the held-out
-        normals are scored against ``validation``: ``"synthetic"`` (synthetic defects made from
-        them, see :mod:`distilad.data.validation`), anomalous images (ImageSet, array, folder),
-        or None to skip; the result is ``fit_info["validation"]`` (see
-        :func:`distilad.evaluate.validation_report`).
+        calibrate the threshold (``target_fpr``) and the score normalisation.
         """
-        from distilad.evaluate import resolve_validation, validation_report
-
-        anomalies = resolve_validation(validation)  # a bad path fails before training
         images = as_image_set(data, split="train")
         if images.labels is not None and np.any(images.labels != 0):
             raise DataError("fit takes normal images only; the data given has anomalous labels")
+        check_readable(images)  # an unreadable or oversized file fails now, not mid-training
         seed = int(self.params["seed"])
         torch.manual_seed(seed)
         np.random.seed(seed % (2**32))
@@ -181,6 +221,7 @@ class Detector:
         train_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         scores, maps = self._score(holdout)
+        _check_finite(scores, "held-out images")
         self.calibration = Calibration.from_holdout(scores, maps, self.params["target_fpr"])
         self.fit_info = {
             **info,
@@ -190,8 +231,6 @@ class Detector:
             "calibration_seconds": round(time.perf_counter() - t1, 3),
             "data": images.description,
         }
-        if anomalies is not None:  # reuses the held-out scores of the calibration
-            self.fit_info["validation"] = validation_report(self, holdout, scores, maps, anomalies)
         self._fitted = True
         return self
 
@@ -202,6 +241,7 @@ class Detector:
         t0 = time.perf_counter()
         scores, maps = self._score(images)
         seconds = time.perf_counter() - t0
+        _check_finite(scores, "the images given")
         out_maps: np.ndarray | list[np.ndarray] | None = maps
         if maps is not None and len({m.shape for m in maps}) <= 1:
             out_maps = np.stack(maps) if maps else np.zeros((0, 0, 0), np.float32)
@@ -222,6 +262,108 @@ class Detector:
     def _check_fitted(self) -> None:
         if not self._fitted:
             raise NotFittedError(f"{self.name} detector is not fitted: call fit() or load a model")
+
+    # --- threshold ------------------------------------------------------------------------------
+    def calibrate(self, data: Any, target_fpr: float | None = None, strategy: str = "target_fpr",
+                  labels: Any = None) -> Detector:
+        """Choose the threshold again from new images, without retraining; returns self.
+
+        ``strategy="target_fpr"`` (default): ``data`` are normal images not used for training
+        (of labelled data only the normal ones are used); the threshold lets at most
+        ``target_fpr`` of them through (default: this detector's ``target_fpr``, which a given
+        value replaces). ``strategy="f1_max"``: ``data`` are labelled images, normal (0) and
+        anomalous (1), as an ImageSet with labels, an MVTec-style folder (its test split) or
+        images with ``labels=``; the threshold maximises F1 on them. Either way the score
+        normalisation and the map colour scale follow from the same normal images, and all of
+        it is saved with the model.
+        """
+        self._check_fitted()
+        if strategy not in CALIBRATION_STRATEGIES:
+            raise DistiladError(f"calibrate: strategy must be one of "
+                                f"{', '.join(CALIBRATION_STRATEGIES)}, got {strategy!r}")
+        images = as_image_set(data, split="test")
+        if labels is not None:
+            images = with_labels(images, labels)
+        if strategy == "target_fpr":
+            fpr = self.params["target_fpr"] if target_fpr is None else check_params(
+                self.name, self.common_specs, {"target_fpr": target_fpr})["target_fpr"]
+            if images.labels is not None:
+                images = images.subset(np.flatnonzero(images.labels == 0))
+            if len(images) == 0:
+                raise DataError("calibrate: no normal (label 0) images in the data given")
+            scores, maps = self._score(images)
+            _check_finite(scores, "the calibration images")
+            self.calibration = Calibration.from_holdout(scores, maps, fpr)
+            self.params["target_fpr"] = fpr
+        else:
+            if target_fpr is not None:
+                raise DistiladError("calibrate: target_fpr applies to strategy='target_fpr' only")
+            if images.labels is None:
+                raise DataError("calibrate(strategy='f1_max') needs labelled images: an ImageSet "
+                                "with labels, an MVTec-style folder, or labels=[0, 1, ...]")
+            scores, maps = self._score(images)
+            _check_finite(scores, "the calibration images")
+            self.calibration = Calibration.from_labelled(scores, images.labels, maps)
+        self.fit_info["calibration"] = {"strategy": strategy, "n_images": len(images),
+                                        "data": images.description}
+        return self
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold in raw score units (score > threshold = anomalous).
+
+        Setting it keeps the normalisation consistent (the threshold stays at 0.5 and the map
+        colour scale mid-way); it must lie above the median normal score the normalisation
+        starts from. Saved with the model.
+        """
+        return self._calibration().threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.calibration = self._calibration().with_threshold(value)
+
+    def _calibration(self) -> Calibration:
+        self._check_fitted()
+        if self.calibration is None:
+            raise NotFittedError("this detector has no calibration; fit it or call calibrate()")
+        return self.calibration
+
+    # --- scikit-learn names -------------------------------------------------------------------
+    def score_samples(self, data: Any) -> np.ndarray:
+        """scikit-learn convention: higher = more NORMAL, so this is minus ``score().image_scores``
+        (N,), float64."""
+        return -self.score(data).image_scores
+
+    def decision_function(self, data: Any) -> np.ndarray:
+        """scikit-learn convention: negative = outlier, i.e. ``threshold - image_score`` (N,).
+        Note that :meth:`predict` returns 1 for anomalous and 0 for normal (not sklearn's -1/+1)."""
+        threshold = self._calibration().threshold
+        return threshold - self.score(data).image_scores
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """All arguments of this detector (defaults included), as scikit-learn's ``get_params``."""
+        return dict(self.params)
+
+    def set_params(self, **params: Any) -> Detector:
+        """Change arguments (checked as at construction); returns self. On a fitted detector only
+        the runtime arguments (``progress``, ``device``, ``score_batch_size``) may change: the
+        others describe the trained networks (make a new detector to train with them)."""
+        if self._fitted:
+            frozen = sorted(k for k in params if k not in self.runtime_params
+                            and params[k] != self.params.get(k))
+            if frozen:
+                raise DistiladError(
+                    f"{self.name}: {', '.join(frozen)} cannot change on a fitted detector (the "
+                    f"trained networks depend on it); use create_detector({self.name!r}, ...) "
+                    f"and fit again")
+        merged = self.checked_params({**self.params, **params})
+        self.params = merged
+        if "device" in params:
+            self.device = resolve_device(merged["device"])
+            if self._fitted:
+                for module in self._modules().values():
+                    module.to(self.device)
+        return self
 
     # --- persistence ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -255,8 +397,24 @@ class Detector:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata={"distilad": json.dumps(self.config())})
+        os.chmod(tmp, 0o666 & ~_umask())  # an ordinary file, as open() would make it
         os.replace(tmp, path)
         return path
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _check_finite(scores: np.ndarray, what: str) -> None:
+    """Scores must be finite: NaN / inf mean the networks diverged (inputs are checked before)."""
+    bad = int(np.count_nonzero(~np.isfinite(np.asarray(scores, dtype=np.float64))))
+    if bad:
+        raise DistiladError(f"the model gives non-finite scores for {bad} of {len(scores)} of "
+                            f"{what}: training diverged (try a lower lr)")
 
 
 def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -293,7 +451,11 @@ def load_detector(path: str | os.PathLike, device: str = "auto") -> Detector:
     _import_methods()
     if cfg["method"] not in _REGISTRY:
         raise ModelFileError(f"{path}: unknown method {cfg['method']!r}")
-    det = _REGISTRY[cfg["method"]](**{**cfg["params"], "device": device})
+    cls = _REGISTRY[cfg["method"]]
+    params = {k: v for k, v in cfg["params"].items() if k not in cls.retired_params}
+    det = cls.__new__(cls)
+    # the weights file a model was trained from need not exist where it is loaded
+    det._setup({**params, "device": device}, check_files=False)
     det._load_extra_state(cfg.get("state") or {})
     det._build()
     try:

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -286,7 +287,17 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
     if dataset != MVTEC and protocol not in ("one-class", "one-class-anomalous"):
         raise DistiladError(f"unknown protocol {protocol!r}; one-class or one-class-anomalous")
     classes = parse_classes(args.classes or ("bottle" if dataset == MVTEC else "0-9"), dataset)
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise DistiladError(f"--data-root {args.data_root} is not a folder")
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", args.name):
+        raise DistiladError(f"--name {args.name!r} must be letters, digits and . _ + - (it is "
+                            "part of the result file names)")
+    try:
+        seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    except ValueError:
+        raise DistiladError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
+    if not seeds:
+        raise DistiladError(f"--seeds names no seed: {args.seeds!r}")
     params = parse_set_options(args.set)
     cache = args.feature_cache
     if cache is None:
@@ -302,6 +313,8 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
         params.setdefault("feature_cache", cache)
     if cache != "none" and "teacher_cache" in _REGISTRY[args.method].defaults:
         params.setdefault("teacher_cache", str(Path(cache).parent / "gan-teachers"))
+    for seed in seeds:  # every argument is checked before any work
+        _REGISTRY[args.method].checked_params({**params, "seed": seed})
     frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
     validate = bool(getattr(args, "validate", False))
     return [RunSpec(args.method, dataset, protocol, c, s, frozen, tag, validate)
@@ -331,8 +344,13 @@ def claim(lock: Path) -> bool:
 
 
 def main_bench(args: argparse.Namespace) -> int:
+    from distilad.writable import check_file_target, check_folder_target
+
     specs = build_specs(args)
-    results = Path(args.results)
+    results = check_folder_target(args.results, "results folder")
+    if not args.no_markdown:
+        check_file_target(args.markdown, overwrite=True, what="--markdown file",
+                          example="RESULTS.md")
     todo = [s for s in specs if read_json(results / f"{s.run_id}.json") is None]
     mode = "validation only (test split not read)" if specs and specs[0].validate else "test"
     print(f"bench: {len(specs)} runs, {len(specs) - len(todo)} already done, {len(todo)} to run "

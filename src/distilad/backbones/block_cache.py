@@ -1,0 +1,127 @@
+"""A block teacher's outputs computed once and reused (the block-teacher twin of ``cache.py``).
+
+``block_features`` runs a frozen :class:`BlockTeacher` over an ImageSet and returns the pooled
+pretrained features and the boundaries asked for. With a cache folder the result is stored under
+a key made of the teacher (name + weights fingerprint), the input size, the boundaries kept and
+the pixels (the ImageSet's content fingerprint), so a sweep over classes and seeds pays for the
+teacher once per dataset. A subset (a seeded hold-out split) is served from its parent's entry.
+Files are written atomically (temp + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from distilad.backbones.blocks import BlockTeacher
+from distilad.data.base import ImageSet, SubsetImageSet
+from distilad.data.transforms import iter_batches
+
+Features = tuple[torch.Tensor, dict[int, torch.Tensor]]
+
+
+def block_cache_key(teacher: BlockTeacher, images: ImageSet, size: int, keep: Sequence[int]) -> str:
+    text = (f"blocks|{teacher.identity}|size={size}|keep={sorted(keep)}|"
+            f"{images.content_fingerprint}")
+    return hashlib.sha1(text.encode()).hexdigest()[:24]
+
+
+@torch.no_grad()
+def boundary_bytes(teacher: BlockTeacher, size: int, keep: Sequence[int],
+                   device: torch.device | str = "cpu") -> int:
+    """Bytes per image (float32) of the boundaries ``keep`` and the pooled feature at ``size``."""
+    was = next(teacher.parameters()).device
+    teacher.to(device)
+    pooled, out = teacher(torch.zeros(1, 3, size, size, device=device), keep)
+    teacher.to(was)
+    return 4 * (pooled.numel() + sum(t.numel() for t in out.values()))
+
+
+@torch.inference_mode()
+def block_features(
+    teacher: BlockTeacher, images: ImageSet, size: int, keep: Sequence[int] = (),
+    batch_size: int = 64, device: torch.device | str = "cpu", cache_dir: str | Path | None = None,
+    progress: bool = False, desc: str = "teacher features",
+) -> Features:
+    """(pooled (N, feature_dim), {j: boundary j (N, ...) for j in keep}), float32 on the CPU.
+
+    With ``cache_dir`` the result is loaded from / saved to ``<cache_dir>/<key>.safetensors``;
+    a subset of an ImageSet is served from its root set's entry (made first when missing). Sets
+    made anew for every run (``reuse_features = False``: synthetic defects) are never cached.
+    """
+    keep = sorted(set(keep))
+    if not getattr(images, "reuse_features", True):
+        cache_dir = None
+    root, rows = _root_and_rows(images) if cache_dir is not None else (images, None)
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{block_cache_key(teacher, root, size, keep)}.safetensors"
+        if path.is_file():
+            try:
+                return _load(path, keep, rows)
+            except Exception:  # a damaged entry is recomputed
+                path.unlink(missing_ok=True)
+    pooled, parts = _compute(teacher, root, size, keep, batch_size, device, progress, desc)
+    if path is not None:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        save_file({"pooled": pooled, **{f"b{j}": t for j, t in parts.items()}}, str(tmp))
+        os.replace(tmp, path)
+    if rows is not None:
+        pooled = pooled[rows]
+        for j in keep:  # one boundary at a time: never two full copies of all of them
+            parts[j] = parts[j][rows]
+    return pooled, parts
+
+
+def _root_and_rows(images: ImageSet) -> tuple[ImageSet, torch.Tensor | None]:
+    """(the set at the bottom of a chain of subsets, the rows of ``images`` in it or None)."""
+    rows = None
+    while isinstance(images, SubsetImageSet):
+        idx = np.asarray(images.indices, dtype=np.int64)
+        rows = idx if rows is None else idx[rows]
+        images = images.parent
+    return images, None if rows is None else torch.as_tensor(rows, dtype=torch.long)
+
+
+def _load(path: Path, keep: Sequence[int], rows: torch.Tensor | None) -> Features:
+    from safetensors import safe_open
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t if rows is None else t[rows]
+
+    with safe_open(str(path), framework="pt") as f:
+        return pick(f.get_tensor("pooled")), {j: pick(f.get_tensor(f"b{j}")) for j in keep}
+
+
+def _compute(teacher: BlockTeacher, images: ImageSet, size: int, keep: Sequence[int],
+             batch_size: int, device: torch.device | str, progress: bool, desc: str) -> Features:
+    """Outputs filled batch by batch into tensors allocated once (no concatenation peak)."""
+    if len(images) == 0:
+        raise ValueError("block_features: no images")
+    teacher = teacher.to(device)
+    n = len(images)
+    pooled_all: torch.Tensor | None = None
+    parts: dict[int, torch.Tensor] = {}
+    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
+    for idx, x, _ in iter_batches(images, batch_size, size):
+        pooled, out = teacher(x.to(device), keep)
+        if pooled_all is None:
+            pooled_all = torch.empty((n, *pooled.shape[1:]), dtype=torch.float32)
+            parts = {j: torch.empty((n, *out[j].shape[1:]), dtype=torch.float32) for j in keep}
+        rows = slice(idx[0], idx[-1] + 1)
+        pooled_all[rows] = pooled.float().cpu()
+        for j in keep:
+            parts[j][rows] = out[j].float().cpu()
+        bar.update(len(idx))
+    bar.close()
+    assert pooled_all is not None
+    return pooled_all, parts

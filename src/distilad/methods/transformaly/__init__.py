@@ -1,0 +1,1 @@
+"""Transformaly (Cohen & Avidan, CVPRW 2022): pretrained and teacher-student feature spaces."""

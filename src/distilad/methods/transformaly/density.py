@@ -1,0 +1,104 @@
+"""Transformaly's two density models, as modules whose buffers are saved with the detector.
+
+* :class:`Whitening`: PCA whitening that keeps the leading components explaining a fraction of
+  the variance (``whitening_threshold``, 0.9 in the paper's code).
+* :class:`Gaussian`: one Gaussian with full covariance; ``log_likelihood`` is what scikit-learn's
+  ``GaussianMixture(n_components=1).score_samples`` returns (the official code's density model),
+  including its ``reg_covar = 1e-6`` added to the covariance diagonal.
+
+Everything is computed in float64 on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+#: what sklearn's GaussianMixture adds to the covariance diagonal (its default ``reg_covar``).
+REG_COVAR = 1e-6
+
+
+def count_components(eigenvalues: torch.Tensor | np.ndarray, threshold: float) -> int:
+    """The number of leading components whose cumulative explained variance reaches ``threshold``.
+
+    ``eigenvalues``: the covariance spectrum, any order. The smallest k with
+    ``sum(top k) / sum(all) >= threshold`` (at least 1, at most all). The official code keeps one
+    component fewer (it stops at the *index* where the ratio first exceeds the threshold)."""
+    ev = torch.as_tensor(eigenvalues, dtype=torch.float64).clamp_min(0).sort(descending=True).values
+    total = float(ev.sum())
+    if total <= 0:
+        return 1
+    ratio = torch.cumsum(ev, 0) / total
+    k = int(torch.searchsorted(ratio, torch.tensor([threshold], dtype=torch.float64))[0]) + 1
+    return min(max(k, 1), len(ev))
+
+
+class Whitening(nn.Module):
+    """x (N, D) -> ((x - mean) @ components) / sqrt(variances): (N, k), unit variance per
+    component on the fitting data (sample variance, N - 1, as sklearn's ``PCA(whiten=True)``)."""
+
+    def __init__(self, dim: int = 1, n_components: int = 1):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("components", torch.zeros(dim, n_components, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(n_components, dtype=torch.float64))
+
+    @property
+    def n_components(self) -> int:
+        return int(self.components.shape[1])
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, threshold: float) -> Whitening:
+        """Fit on (N, D) features; N >= 2."""
+        x = x.detach().cpu().to(torch.float64)
+        mean = x.mean(0)
+        xc = x - mean
+        cov = xc.T @ xc / max(x.shape[0] - 1, 1)
+        evals, evecs = torch.linalg.eigh(cov)  # ascending
+        evals, evecs = evals.flip(0), evecs.flip(1)
+        k = count_components(evals, threshold)
+        out = cls(x.shape[1], k)
+        out.mean.copy_(mean)
+        out.components.copy_(evecs[:, :k])
+        # a zero-variance direction is only kept when the data has no variance at all
+        out.scale.copy_(evals[:k].clamp_min(1e-12).rsqrt())
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.mean.device, torch.float64)
+        return ((x - self.mean) @ self.components) * self.scale
+
+
+class Gaussian(nn.Module):
+    """A single Gaussian (maximum-likelihood mean and covariance + ``REG_COVAR`` on the diagonal),
+    stored as the mean and the Cholesky factor L of the covariance (cov = L L^T)."""
+
+    def __init__(self, dim: int = 1):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("cov_cholesky", torch.eye(dim, dtype=torch.float64))
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, reg: float = REG_COVAR) -> Gaussian:
+        """Fit on (N, d) samples."""
+        x = x.detach().cpu().to(torch.float64)
+        mean = x.mean(0)
+        xc = x - mean
+        cov = xc.T @ xc / x.shape[0] + reg * torch.eye(x.shape[1], dtype=torch.float64)
+        out = cls(x.shape[1])
+        out.mean.copy_(mean)
+        out.cov_cholesky.copy_(torch.linalg.cholesky(cov))
+        return out
+
+    def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, d) -> (N,) log N(x; mean, cov), float64."""
+        x = x.to(self.mean.device, torch.float64)
+        d = x.shape[1]
+        z = torch.linalg.solve_triangular(self.cov_cholesky, (x - self.mean).T, upper=False)
+        log_det = 2.0 * torch.log(torch.diagonal(self.cov_cholesky)).sum()
+        return -0.5 * (d * math.log(2 * math.pi) + log_det + (z * z).sum(0))
+
+    forward = log_likelihood
