@@ -9,6 +9,11 @@ import numpy as np
 import pytest
 
 from distilad.calibration import Calibration
+from distilad.errors import CalibrationWarning, DistiladError
+
+# most cases here use fewer held-out scores than 1/target_fpr on purpose; the warning itself is
+# tested in test_warns_when_holdout_cannot_back_target
+pytestmark = pytest.mark.filterwarnings("ignore::distilad.errors.CalibrationWarning")
 
 
 @pytest.mark.parametrize("n", [1, 7, 10, 100, 1000])
@@ -86,7 +91,7 @@ def test_round_trip_to_dict_from_dict() -> None:
     cal = Calibration.from_holdout(rng.random(20), rng.random((20, 3, 3)), target_fpr=0.1)
     d = json.loads(json.dumps(cal.to_dict()))  # JSON-able
     assert set(d) == {"threshold", "median", "target_fpr", "n_holdout", "map_vmin", "map_vmax",
-                      "holdout_fpr"}
+                      "holdout_fpr", "strategy", "f1"}
     back = Calibration.from_dict(d)
     assert back == cal
     x = rng.random(50) * 2
@@ -116,9 +121,59 @@ def test_majority_ties_at_median() -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(DistiladError):
         Calibration.from_holdout(np.array([]))
-    with pytest.raises(ValueError):
+    with pytest.raises(DistiladError):
         Calibration.from_holdout(np.ones(3), target_fpr=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(DistiladError):
         Calibration.from_holdout(np.ones(3), target_fpr=-0.1)
+
+
+@pytest.mark.filterwarnings("error::distilad.errors.CalibrationWarning")
+def test_warns_when_holdout_cannot_back_target() -> None:
+    s = np.arange(8.0)
+    with pytest.warns(CalibrationWarning) as rec:
+        cal = Calibration.from_holdout(s, target_fpr=0.01)
+    text = str(rec[0].message)
+    assert "8 held-out" in text and "target_fpr=0.01" in text and "1/8 = 0.125" in text
+    assert "at least 100" in text
+    assert cal.threshold == 7.0  # what is done then: the highest held-out score
+    # enough images (k >= 1), or target 0 (asking for the maximum): no warning
+    Calibration.from_holdout(np.arange(100.0), target_fpr=0.01)
+    Calibration.from_holdout(s, target_fpr=0.0)
+    Calibration.from_holdout(s, target_fpr=0.125)
+
+
+def test_f1_max_threshold_between_classes() -> None:
+    normal = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    anomal = np.array([0.45, 0.9, 1.0])
+    scores = np.concatenate([normal, anomal])
+    labels = np.array([0] * 5 + [1] * 3)
+    maps = [np.full((2, 2), v) for v in scores]
+    cal = Calibration.from_labelled(scores, labels, maps)
+    # flagging >= 0.9 gives F1 = 2*2/(2*2+0+1) = 0.8; >= 0.45 gives 2*3/(6+1+0) = 0.857 (best)
+    assert cal.strategy == "f1_max" and cal.f1 == pytest.approx(6 / 7)
+    assert cal.threshold == pytest.approx((0.45 + 0.4) / 2)  # mid-way to the next lower score
+    np.testing.assert_array_equal(cal.predict(scores), [0, 0, 0, 0, 1, 1, 1, 1])
+    assert cal.median == pytest.approx(0.3) and cal.n_holdout == 5
+    assert cal.holdout_fpr == pytest.approx(0.2)
+    assert cal.map_vmin == pytest.approx(0.3)  # from the normal maps only
+    assert cal.normalize(np.array([cal.threshold]))[0] == pytest.approx(0.5)
+    with pytest.raises(DistiladError, match="normal"):
+        Calibration.from_labelled(scores, np.ones(8))
+    with pytest.raises(DistiladError, match="labels"):
+        Calibration.from_labelled(scores, np.full(8, 2))
+
+
+def test_manual_threshold_keeps_scale_consistent() -> None:
+    rng = np.random.default_rng(1)
+    cal = Calibration.from_holdout(rng.random(50), rng.random((50, 3, 3)), target_fpr=0.1)
+    new = cal.with_threshold(cal.threshold + 0.25)
+    assert new.threshold == pytest.approx(cal.threshold + 0.25) and new.strategy == "manual"
+    assert new.median == cal.median and new.holdout_fpr is None
+    assert new.normalize(np.array([new.threshold]))[0] == pytest.approx(0.5)
+    assert (new.map_vmin + new.map_vmax) / 2 == pytest.approx(new.threshold)
+    assert Calibration.from_dict(json.loads(json.dumps(new.to_dict()))) == new
+    for bad in (cal.median, cal.median - 1, float("nan"), "x"):
+        with pytest.raises(DistiladError):
+            cal.with_threshold(bad)

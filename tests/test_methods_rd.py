@@ -334,3 +334,24 @@ def test_resnet18_teacher_model_loads_without_its_weights_file(tmp_path: Path) -
     assert loaded.teacher.channels == (64, 128, 256)
     assert loaded.teacher.identity == det.teacher.identity != "resnet18@random"
     np.testing.assert_array_equal(loaded.score(imgs).image_scores, det.score(imgs).image_scores)
+
+
+def test_precise_bn_with_a_last_batch_of_one() -> None:
+    """9 training images in batches of 4 leave a batch of one, which BatchNorm cannot take at
+    32 px (1x1 code): training skips it and the BatchNorm recompute folds it into the batch
+    before (it used to crash: 'Expected more than 1 value per channel')."""
+    from distilad.methods.rd.detector import batch_bounds
+
+    assert batch_bounds(9, 4) == [(0, 4), (4, 9)]
+    assert batch_bounds(8, 4) == [(0, 4), (4, 8)]
+    assert batch_bounds(5, 8) == [(0, 5)] and batch_bounds(1, 4) == [(0, 1)]
+    imgs = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    det = distilad.create_detector("rd", backbone="efficientnet_lite0", image_size=32, epochs=1,
+                                   batch_size=4, ocbe_blocks=1, decoder_blocks=[1, 1, 1],
+                                   holdout_fraction=0.1, precise_bn=True, progress=False,
+                                   device="cpu")
+    det.fit(imgs, validation=None)
+    assert det.fit_info["n_train"] == 9
+    bn = det.student.bottleneck.stage[0].bn3
+    assert int(bn.num_batches_tracked) == 2  # the recompute saw two batches: 4 and 5 images
+    assert np.isfinite(det.score(imgs).image_scores).all()

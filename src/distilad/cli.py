@@ -35,17 +35,20 @@ def _parse_value(text: str) -> Any:
 
 
 def parse_set_options(items: list[str] | None) -> dict[str, Any]:
-    """``--set KEY=VALUE`` options as a dict; values are JSON where they parse, else strings."""
+    """``--set KEY=VALUE`` options as a dict; values are JSON where they parse, else strings
+    (so ``lr=abc`` reaches the method's checks as the string 'abc' and is refused there)."""
     params: dict[str, Any] = {}
     for item in items or []:
-        if "=" not in item:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
             raise DistiladError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
         params[k.strip()] = _parse_value(v)
     return params
 
 
 def _method_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Method arguments from ``--set`` and the named options (which win); checked by
+    ``create_detector``."""
     params = parse_set_options(args.set)
     for key in ("epochs", "backbone", "weights", "image_size", "seed", "device", "batch_size"):
         val = getattr(args, key, None)
@@ -117,11 +120,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     import distilad
+    from distilad.writable import check_file_target
 
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise DistiladError(f"{out} exists; choose another path or pass --overwrite")
+    # every argument and the output location are checked before the data is read
     det = distilad.create_detector(args.method, **_method_params(args))
+    out = check_file_target(args.output, args.overwrite, "model file")
     det.fit(args.data)
     det.save(out, overwrite=args.overwrite)
     info = det.fit_info
@@ -546,19 +549,90 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    """A message on one line, even when it embeds a multi-line message (e.g. from torch)."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _one_line_usage_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argparse's usage errors (bad option value, missing argument) one stderr line with
+    exit status 2 too, pointing to ``--help`` instead of printing the usage block."""
+    parsers = [parser]
+    for p in parsers:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+
+    for p in parsers:
+        def error(message: str, prog: str = p.prog) -> None:
+            command = prog.split(" ", 1)[1] + ": " if " " in prog else ""
+            print(f"distilad: error: {command}{_one_line(message)} (see `{prog} --help`)",
+                  file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+
+        p.error = error  # type: ignore[method-assign]
+
+
+def _user_error_message(e: BaseException) -> str | None:
+    """The one-line message for an exception a user can fix, None for anything else (a bug,
+    which keeps its traceback)."""
+    if isinstance(e, DistiladError):
+        return _one_line(str(e))
+    if isinstance(e, OSError):  # file system: missing, permission, not a folder, disk full
+        where = f": {e.filename}" if e.filename else ""
+        return _one_line(f"{e.strerror or e}{where}")
+    if isinstance(e, MemoryError):
+        return "out of memory: use a smaller --image-size or --batch-size, or fewer images"
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(e, torch.OutOfMemoryError):
+        return ("out of GPU memory: use a smaller --batch-size or --image-size (score_batch_size "
+                "for scoring), or --device cpu")
+    return None
+
+
+def _print_warnings_once() -> None:
+    """Show distilad's own warnings (e.g. a threshold the held-out data cannot back) as one
+    ``distilad: warning:`` line each, once per message; call inside ``catch_warnings``."""
+    import warnings
+
+    from distilad.errors import DistiladWarning
+
+    seen: set[str] = set()
+    shown_before = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if not issubclass(category, DistiladWarning):
+            shown_before(message, category, filename, lineno, file, line)
+            return
+        text = _one_line(str(message))
+        if text not in seen:
+            seen.add(text)
+            print(f"distilad: warning: {text}", file=sys.stderr)
+
+    warnings.simplefilter("always", DistiladWarning)  # repeats are dropped above
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
+    _one_line_usage_errors(parser)
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (DistiladError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        # one line, even when the message embeds a multi-line message from torch
-        msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        print(f"distilad: error: {msg}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("distilad: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        _print_warnings_once()
+        try:
+            return int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            print("distilad: interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:  # only user-caused ones are caught; see _user_error_message
+            msg = _user_error_message(e)
+            if msg is None:
+                raise
+            print(f"distilad: error: {msg}", file=sys.stderr)
+            return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

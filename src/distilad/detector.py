@@ -199,12 +199,19 @@ class Detector:
         pass
 
     # --- the contract -------------------------------------------------------------------------
-    def fit(self, data: Any) -> Detector:
+    def fit(self, data: Any, validation: Any = "synthetic") -> Detector:
         """Train on normal images only (a folder, MVTec category, ImageSet or array); returns self.
 
         A seeded ``holdout_fraction`` of the images is held out from training and used to
-        calibrate the threshold (``target_fpr``) and the score normalisation.
+        calibrate the threshold (``target_fpr``) and the score normalisation. Then the held-out
+        normals are scored against ``validation``: ``"synthetic"`` (synthetic defects made from
+        them, see :mod:`distilad.data.validation`), anomalous images (ImageSet, array, folder),
+        or None to skip; the result is ``fit_info["validation"]`` (see
+        :func:`distilad.evaluate.validation_report`).
         """
+        from distilad.evaluate import resolve_validation, validation_report
+
+        anomalies = resolve_validation(validation)  # a bad path fails before training
         images = as_image_set(data, split="train")
         if images.labels is not None and np.any(images.labels != 0):
             raise DataError("fit takes normal images only; the data given has anomalous labels")
@@ -231,6 +238,8 @@ class Detector:
             "calibration_seconds": round(time.perf_counter() - t1, 3),
             "data": images.description,
         }
+        if anomalies is not None:  # reuses the held-out scores of the calibration
+            self.fit_info["validation"] = validation_report(self, holdout, scores, maps, anomalies)
         self._fitted = True
         return self
 

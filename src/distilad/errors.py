@@ -5,8 +5,9 @@ class DistiladError(Exception):
     """Base class of user-facing errors (bad path, bad image, unknown method, bad model file)."""
 
 
-class DataError(DistiladError):
-    """A folder or image cannot be used: missing, empty, unreadable or of an unsupported kind."""
+class DataError(DistiladError, ValueError):
+    """A folder, image or array cannot be used: missing, empty, unreadable, of an unsupported
+    kind, an ambiguous shape or a wrong value range (also a ValueError, as numpy would raise)."""
 
 
 class ModelFileError(DistiladError):
@@ -15,3 +16,12 @@ class ModelFileError(DistiladError):
 
 class NotFittedError(DistiladError):
     """A detector was used for scoring before `fit` (or `load_detector`)."""
+
+
+class DistiladWarning(UserWarning):
+    """Something a user should know that does not stop the work; the CLI prints it once."""
+
+
+class CalibrationWarning(DistiladWarning):
+    """The threshold was set from fewer held-out normal images than ``target_fpr`` needs; the CLI
+    prints it as one ``distilad: warning:`` line."""

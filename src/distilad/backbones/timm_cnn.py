@@ -40,7 +40,11 @@ class TimmCNNTeacher(Teacher):
         else:
             sd = load_state_dict_file(weights)
             sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "classifier.", "head."))}
-            missing, unexpected = model.load_state_dict(sd, strict=False)
+            try:
+                missing, unexpected = model.load_state_dict(sd, strict=False)
+            except RuntimeError as e:  # shapes of another network
+                first = (str(e).strip().splitlines() or [""])[-1].strip()
+                raise DistiladError(f"{weights}: does not fit {name} ({first})") from e
             if missing:
                 raise DistiladError(f"{weights}: does not fit {name} (missing {missing[:3]} ...)")
             wid = file_fingerprint(weights)

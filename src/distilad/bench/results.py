@@ -102,7 +102,7 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
     keys = [k for k in ("backbone", "image_size", "epochs", "batch_size", "lr", "lr_schedule",
                         "image_score", "width", "nz", "student_width", "student_nz", "schedule",
                         "teacher_epochs", "step1_epochs", "step2_epochs") if k in p]
-    if "teacher_epochs" in p:  # P-KDGAN counts its epochs per phase; "epochs" is unused there
+    if "teacher_epochs" in p and "epochs" in keys:  # P-KDGAN: epochs per phase (old runs: "epochs")
         keys.remove("epochs")
     lines.append("Parameters: " + ", ".join(f"{k}={p[k]}" for k in keys) +
                  f"; seeds {seeds}; device {r0.get('device')} ({r0.get('cpu', '?')}, "

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import re
 import sys
 import time
 from dataclasses import dataclass

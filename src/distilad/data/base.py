@@ -4,13 +4,36 @@ An :class:`ImageSet` is an indexable collection of images with optional labels (
 1 = anomalous), optional pixel masks and names. Images come out as ``float32`` arrays of shape
 ``(H, W, C)`` with values in ``[0, 1]`` and ``C`` in ``{1, 3}``; each detector's own preprocessing
 turns them into the tensors it needs.
+
+In-memory images (numpy arrays or torch tensors, see :class:`ArrayImageSet`) are accepted in
+exactly these layouts; an array is always a batch, the image index first:
+
+- ``(N, H, W)``: N gray images;
+- ``(N, H, W, C)`` or ``(N, C, H, W)`` with C = 1 (gray), 3 (RGB) or 4 (RGBA, alpha dropped);
+- a list of ``(H, W)`` / ``(H, W, C)`` arrays (channels last), sizes may differ.
+
+Shapes that could be read two ways are refused with a message that says how to pass them: a
+3-D array whose last axis is 1, 3 or 4 (one ``(H, W, C)`` image, or N gray images of width C?:
+pass ``x[None]`` for one image) or whose first axis is 3 or 4 (one ``(C, H, W)`` image?), a 4-D
+array with 1, 3 or 4 on both axis 1 and axis 3, a 2-D array (one gray image: pass ``x[None]``).
+Values: ``uint8`` (0..255), ``uint16`` (0..65535), ``bool``, or floats in ``[0, 1]``. Float
+images above 1 (0..255 values: divide by 255 or pass uint8) or below 0, other integer types
+and non-finite values (NaN, inf) are refused: each would give scores without meaning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from distilad.errors import DataError
+
+#: channel counts an array's channel axis may have.
+CHANNEL_COUNTS = (1, 3, 4)
+#: floats within this much outside [0, 1] are rounding, not a wrong scale (clipped).
+_FLOAT_TOLERANCE = 1e-3
 
 
 class ImageSet:
@@ -97,34 +120,30 @@ class SubsetImageSet(ImageSet):
 
 
 class ArrayImageSet(ImageSet):
-    """In-memory images: uint8 / uint16 / float arrays of shape (N, H, W), (N, H, W, C) or (N, C, H, W).
+    """In-memory images: a numpy array (or torch tensor) of shape (N, H, W), (N, H, W, C) or
+    (N, C, H, W), C in {1, 3, 4}; see the module docstring for the exact rules.
 
-    Integer arrays are scaled by their dtype's maximum; float arrays must already be in [0, 1].
+    ``layout`` ("NHW", "NHWC" or "NCHW") states the layout where the shape alone is ambiguous.
+    Integer arrays (uint8, uint16) are scaled by their maximum; float arrays must be in [0, 1].
+    Raises DataError for ambiguous shapes, wrong value ranges and non-finite values.
     """
 
     def __init__(
         self,
-        images: np.ndarray,
+        images: Any,
         labels: Sequence[int] | np.ndarray | None = None,
         masks: np.ndarray | None = None,
         names: Sequence[str] | None = None,
         description: str = "arrays",
+        layout: str | None = None,
     ):
-        arr = np.asarray(images)
-        if arr.ndim == 3:
-            arr = arr[..., None]
-        if arr.ndim != 4:
-            raise ValueError(f"expected images of shape (N,H,W), (N,H,W,C) or (N,C,H,W), got {arr.shape}")
-        if arr.shape[-1] not in (1, 3, 4) and arr.shape[1] in (1, 3, 4):
-            arr = arr.transpose(0, 2, 3, 1)
-        if arr.shape[-1] == 4:
-            arr = arr[..., :3]
-        if arr.shape[-1] not in (1, 3):
-            raise ValueError(f"images must have 1 or 3 channels, got shape {arr.shape}")
+        arr = to_numpy(images)
+        arr = channels_last(arr, layout)
+        check_pixel_values(arr)
         self.array = arr
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
-        if self.labels is not None and len(self.labels) != len(arr):
-            raise ValueError(f"{len(self.labels)} labels for {len(arr)} images")
+        if self.labels is not None and self.labels.shape != (len(arr),):
+            raise DataError(f"{self.labels.size} labels for {len(arr)} images")
         self.masks = None if masks is None else np.asarray(masks).astype(bool)
         self.has_masks = self.masks is not None
         self.names = list(names) if names is not None else [str(i) for i in range(len(arr))]
@@ -160,7 +179,8 @@ class ArrayImageSet(ImageSet):
 
 
 def to_float_image(arr: np.ndarray) -> np.ndarray:
-    """Any image array (H, W) / (H, W, C) of uint8, uint16, bool or float to float32 (H, W, C) in [0, 1]."""
+    """One checked image array (H, W) / (H, W, C) of uint8, uint16, bool or float in [0, 1] to
+    float32 (H, W, C) in [0, 1], C in {1, 3} (alpha dropped)."""
     a = np.asarray(arr)
     if a.ndim == 2:
         a = a[..., None]
@@ -172,7 +192,93 @@ def to_float_image(arr: np.ndarray) -> np.ndarray:
         return a.astype(np.float32) / 65535.0
     if a.dtype == bool:
         return a.astype(np.float32)
-    if np.issubdtype(a.dtype, np.integer):
-        info = np.iinfo(a.dtype)
-        return (a.astype(np.float32) / float(info.max)).clip(0, 1)
     return np.clip(a.astype(np.float32), 0.0, 1.0)
+
+
+def to_numpy(images: Any) -> np.ndarray:
+    """A numpy array or torch tensor (any device, float16 / bfloat16 included) as numpy."""
+    try:
+        import torch
+
+        if isinstance(images, torch.Tensor):
+            t = images.detach().cpu()
+            if t.dtype in (torch.float16, torch.bfloat16):
+                t = t.float()
+            return t.numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(images)
+
+
+def channels_last(arr: np.ndarray, layout: str | None = None) -> np.ndarray:
+    """A batch of images (see the module docstring) as an (N, H, W, C) view, C in {1, 3, 4};
+    DataError for a shape that is not a batch of images or could be read two ways."""
+    shape = tuple(arr.shape)
+    if layout is not None:
+        wanted = {"NHW": 3, "NHWC": 4, "NCHW": 4}
+        if layout not in wanted:
+            raise DataError(f"layout must be one of {', '.join(wanted)}, got {layout!r}")
+        if arr.ndim != wanted[layout]:
+            raise DataError(f"layout {layout} needs a {wanted[layout]}-D array, got shape {shape}")
+    if arr.ndim >= 1 and shape[0] == 0:
+        raise DataError(f"no images: the array has shape {shape}")
+    if arr.ndim == 2:
+        raise DataError(f"a 2-D array {shape} is one gray image, but arrays are batches (image "
+                        f"index first): pass x[None] for one image")
+    if arr.ndim == 3:
+        n, h, w = shape
+        if layout is None and w in CHANNEL_COUNTS:
+            raise DataError(
+                f"images of shape {shape} are ambiguous: one ({n}, {h}, {w}) image with {w} "
+                f"channel(s), or {n} gray images of {h}x{w}? Pass x[None] for one image, or "
+                f"layout='NHW' (ArrayImageSet) / a list of (H, W) arrays for gray images")
+        if layout is None and n in (3, 4):
+            raise DataError(
+                f"images of shape {shape} are ambiguous: one ({n}, {h}, {w}) channels-first image, "
+                f"or {n} gray images? Pass x[None] for one image, or layout='NHW' "
+                f"(ArrayImageSet) / a list of (H, W) arrays for {n} gray images")
+        return arr[..., None]
+    if arr.ndim == 4:
+        first, last = shape[1] in CHANNEL_COUNTS, shape[3] in CHANNEL_COUNTS
+        if layout == "NHWC" or (layout is None and last and not first):
+            if not last:
+                raise DataError(f"layout NHWC needs 1, 3 or 4 channels on axis 3, got {shape}")
+            return arr
+        if layout == "NCHW" or (layout is None and first and not last):
+            if not first:
+                raise DataError(f"layout NCHW needs 1, 3 or 4 channels on axis 1, got {shape}")
+            return arr.transpose(0, 2, 3, 1)
+        if first and last:
+            raise DataError(
+                f"images of shape {shape} are ambiguous: channels could be axis 1 ({shape[1]}) or "
+                f"axis 3 ({shape[3]}); pass layout='NCHW' or 'NHWC' (ArrayImageSet), or a list "
+                f"of (H, W, C) arrays")
+        raise DataError(f"images of shape {shape}: a 4-D array needs 1, 3 or 4 channels on axis 1 "
+                        f"(N, C, H, W) or axis 3 (N, H, W, C)")
+    raise DataError(f"images of shape {shape}: expected (N, H, W), (N, H, W, C) or (N, C, H, W) "
+                    f"arrays, or a list of (H, W) / (H, W, C) arrays")
+
+
+def check_pixel_values(arr: np.ndarray, what: str = "images") -> None:
+    """DataError unless ``arr`` holds uint8 / uint16 / bool values or finite floats in [0, 1]."""
+    if arr.dtype in (np.uint8, np.uint16, np.bool_):
+        return
+    if np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{what} of type {arr.dtype}: pass uint8 (0..255), uint16 (0..65535) or "
+                        f"floats in [0, 1] (e.g. x.astype(np.uint8) for 0..255 values)")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{what} of type {arr.dtype}: pass uint8, uint16 or float arrays")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = int(arr.size - np.count_nonzero(finite))
+        first = int(np.argwhere(~finite)[0][0]) if arr.ndim > 1 else 0
+        raise DataError(f"{what} hold {bad} non-finite value(s) (NaN or inf), the first in image "
+                        f"{first}: replace or drop them")
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi > 1 + _FLOAT_TOLERANCE:
+        hint = ("divide 0..255 values by 255 (x / 255) or pass uint8" if hi <= 255
+                else "scale them to [0, 1]")
+        raise DataError(f"float {what} must be in [0, 1], these reach {hi:g}: {hint}")
+    if lo < -_FLOAT_TOLERANCE:
+        hint = "for [-1, 1] images pass (x + 1) / 2" if lo >= -1 else "scale them to [0, 1]"
+        raise DataError(f"float {what} must be in [0, 1], these go down to {lo:g}: {hint}")

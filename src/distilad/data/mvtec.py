@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from distilad.data.base import ImageSet
-from distilad.data.images import list_images, read_image, read_mask
+from distilad.data.images import list_images, read_image, read_image_size, read_mask
 from distilad.errors import DataError
 
 
@@ -51,14 +51,8 @@ class FileImageSet(ImageSet):
         return read_image(self.paths[i])
 
     def image_shape(self, i: int) -> tuple[int, int]:
-        """(H, W) from the file header, without decoding; DataError when unreadable."""
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(self.paths[i]) as im:
-                return (im.height, im.width)
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"cannot read image {self.paths[i]}: {e}") from e
+        """(H, W) from the file header, without decoding; DataError when unreadable or too large."""
+        return read_image_size(self.paths[i])
 
     def mask(self, i: int) -> np.ndarray | None:
         if self.mask_paths is None or self.mask_paths[i] is None:

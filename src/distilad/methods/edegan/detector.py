@@ -20,6 +20,7 @@ from distilad.methods.edegan.model import (
     latent_score,
     reconstruction_score,
 )
+from distilad.params import Float, ImageSize, Int, OneOf, Param, Seq
 
 GAN_DEFAULTS: dict[str, Any] = {
     "image_size": 32,
@@ -36,6 +37,22 @@ GAN_DEFAULTS: dict[str, Any] = {
     "score": "latent",
     "score_batch_size": 256,
 }
+GAN_SPECS: dict[str, Param] = {
+    "image_size": ImageSize(16, power_of_two=True,
+                            why="DCGAN blocks halve the image down to 4x4"),
+    "channels": OneOf("auto", 1, 3),
+    "nz": Int(min=1),
+    "width": Int(min=1),
+    "epochs": Int(min=1),
+    "batch_size": Int(min=1),
+    "lr": Float(0.0, open_low=True),
+    "betas": Seq(Float(0.0, 1.0, open_high=True), 2),
+    "w_adv": Float(0.0),
+    "w_con": Float(0.0),
+    "w_enc": Float(0.0),
+    "score": OneOf("latent", "reconstruction"),
+    "score_batch_size": Int(min=1),
+}
 
 
 def load_tensor(images: ImageSet, size: int, channels: int) -> torch.Tensor:
@@ -44,12 +61,9 @@ def load_tensor(images: ImageSet, size: int, channels: int) -> torch.Tensor:
 
 
 def resolve_channels(params: dict[str, Any], train: ImageSet) -> None:
+    """``channels="auto"``: those of the first training image (1 gray, 3 colour)."""
     if params["channels"] == "auto":
         params["channels"] = int(train.image(0).shape[-1])
-    if params["channels"] not in (1, 3):
-        raise DistiladError(f"channels must be 1, 3 or 'auto', got {params['channels']!r}")
-    if params["score"] not in ("latent", "reconstruction"):
-        raise DistiladError(f"score must be 'latent' or 'reconstruction', got {params['score']!r}")
 
 
 def gan_step(gan: EDEGAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
@@ -105,6 +119,7 @@ class EDEGANDetector(Detector):
 
     name = "edegan"
     defaults = dict(GAN_DEFAULTS)
+    param_specs = dict(GAN_SPECS)
 
     def _prepare(self, train: ImageSet) -> None:
         resolve_channels(self.params, train)

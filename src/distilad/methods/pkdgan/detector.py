@@ -16,6 +16,9 @@ in training). Schedules:
   EDE-GAN trained by its own GAN loss, no teacher at all.
 
 The scored (deployed) model is the student; the teacher's score is kept for comparison.
+Epochs are set per phase (``teacher_epochs``, ``step1_epochs``, ``step2_epochs``); EDE-GAN's
+``epochs`` is refused. Under ``alone`` (a baseline without teacher) the teacher's arguments
+(``width``, ``nz``, ``teacher_epochs``, ``w_kd_*``, ``teacher_cache``) have no effect.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from distilad.detector import Detector, register
 from distilad.errors import DistiladError
 from distilad.methods.edegan.detector import (
     GAN_DEFAULTS,
+    GAN_SPECS,
     gan_step,
     load_tensor,
     make_optimizers,
@@ -44,6 +48,8 @@ from distilad.methods.edegan.detector import (
     score_gan,
 )
 from distilad.methods.edegan.model import EDEGAN, count_flops, discriminator_loss, generator_loss
+from distilad.params import Float, Int, OneOf
+from distilad.params import Path as PathParam
 
 SCHEDULES = ("two-step", "fixed", "joint", "alone")
 
@@ -63,8 +69,9 @@ class PKDGANDetector(Detector):
     """P-KDGAN (Zhang et al., IJCAI 2020): a thin EDE-GAN student distilled from a wide teacher."""
 
     name = "pkdgan"
+    # "epochs" of EDE-GAN is replaced by the epochs of each phase
     defaults = {
-        **GAN_DEFAULTS,
+        **{k: v for k, v in GAN_DEFAULTS.items() if k != "epochs"},
         "student_width": 8,
         "student_nz": 32,
         "schedule": "two-step",
@@ -76,12 +83,30 @@ class PKDGANDetector(Detector):
         "w_kd_x": 50.0,
         "teacher_cache": None,
     }
+    param_specs = {
+        **{k: v for k, v in GAN_SPECS.items() if k != "epochs"},
+        "student_width": Int(min=1),
+        "student_nz": Int(min=1),
+        "schedule": OneOf(*SCHEDULES),
+        "teacher_epochs": Int(min=1),
+        "step1_epochs": Int(min=0),
+        "step2_epochs": Int(min=0),
+        "w_kd_z": Float(0.0),
+        "w_kd_zhat": Float(0.0),
+        "w_kd_x": Float(0.0),
+        "teacher_cache": PathParam("folder"),
+    }
+    retired_params = {"epochs": "set teacher_epochs, step1_epochs and step2_epochs instead "
+                                "(e.g. --set step1_epochs=10)"}
+
+    @classmethod
+    def _check_combination(cls, p: dict[str, Any]) -> None:
+        if p["step1_epochs"] + p["step2_epochs"] < 1:
+            raise DistiladError("pkdgan: step1_epochs + step2_epochs must be at least 1 (the "
+                                "student's training), got 0")
 
     def _prepare(self, train: ImageSet) -> None:
         resolve_channels(self.params, train)
-        if self.params["schedule"] not in SCHEDULES:
-            raise DistiladError(f"pkdgan: schedule must be one of {', '.join(SCHEDULES)}, got "
-                                f"{self.params['schedule']!r}")
 
     def _build(self) -> None:
         p = self.params

@@ -9,15 +9,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from distilad.backbones import DEFAULT_TEACHER, create_teacher
+from distilad.backbones import DEFAULT_TEACHER, OFFLINE_TEACHERS, create_teacher
 from distilad.backbones.cache import teacher_features
 from distilad.data import ImageSet
 from distilad.data.transforms import iter_batches, resize_map
 from distilad.detector import Detector, register
-from distilad.errors import DistiladError
+from distilad.errors import DataError, DistiladError
 from distilad.methods.rd.model import Student, anomaly_map, rd_loss
 from distilad.modules.batchnorm import recompute_batchnorm
-from distilad.modules.schedule import check_lr_schedule, make_lr_schedule
+from distilad.modules.schedule import LR_SCHEDULES, make_lr_schedule
+from distilad.params import Bool, Float, ImageSize, Int, OneOf, Path, Seq, Text
 
 
 @register
@@ -42,12 +43,43 @@ class ReverseDistillation(Detector):
         "precise_bn": True,
         "lr_schedule": "constant",
     }
+    param_specs = {
+        "backbone": Text(),
+        "weights": Path("file", special=("random",)),
+        # the student halves the teacher's stride-16 map once more and mirrors it back up: the
+        # stride-4/8/16 maps of teacher and student only line up for multiples of 32
+        "image_size": ImageSize(32, step=32, why="the student works at stride 32"),
+        "epochs": Int(min=1),
+        # BatchNorm needs 2+ samples per training batch (a batch of one is skipped)
+        "batch_size": Int(min=2),
+        "lr": Float(0.0, open_low=True),
+        "betas": Seq(Float(0.0, 1.0, open_high=True), 2),
+        "sigma": Float(0.0),
+        "ocbe_blocks": Int(min=1),
+        "decoder_blocks": Seq(Int(min=1), 3),
+        "score_batch_size": Int(min=1),
+        "feature_cache": Path("folder"),
+        "image_score": OneOf("max", "mean"),
+        "precise_bn": Bool(),
+        "lr_schedule": OneOf(*LR_SCHEDULES),
+    }
+
+    @classmethod
+    def _check_combination(cls, p: dict[str, Any]) -> None:
+        radius = int(4.0 * p["sigma"] + 0.5)  # the Gaussian blur's reflect padding needs this
+        if radius > p["image_size"]:
+            raise DistiladError(f"rd: sigma={p['sigma']:g} blurs over {radius} pixels, more than "
+                                f"image_size={p['image_size']}; use sigma <= "
+                                f"{(p['image_size'] - 0.5) / 4:.4g}")
+        _check_teacher(p["backbone"], p["weights"])
+
+    def _prepare(self, train: ImageSet) -> None:
+        if len(train) < 2:
+            raise DataError(f"rd needs at least 2 training images (BatchNorm) besides the held-out "
+                            f"ones, got {len(train)}; give more normal images")
 
     def _build(self) -> None:
         p = self.params
-        if p["image_score"] not in ("max", "mean"):
-            raise DistiladError(f"rd: image_score must be 'max' or 'mean', got {p['image_score']!r}")
-        check_lr_schedule(p["lr_schedule"])
         weights = p["weights"]
         if getattr(self, "_loading", False):
             weights = "random"  # the teacher's tensors come from the model file
@@ -82,7 +114,7 @@ class ReverseDistillation(Detector):
         bs = int(p["batch_size"])
         # BatchNorm needs 2+ samples: a last batch of one is skipped (the official loader keeps
         # it, which would crash there too)
-        starts = [s for s in range(0, n, bs) if min(bs, n - s) >= 2 or n < 2]
+        starts = [s for s in range(0, n, bs) if min(bs, n - s) >= 2]
         schedule = make_lr_schedule(opt, p["lr_schedule"], len(starts) * int(p["epochs"]))
         history = []
         bar = tqdm(range(int(p["epochs"])), desc=f"rd fit ({n} images)", unit="epoch",
@@ -104,8 +136,8 @@ class ReverseDistillation(Detector):
             history.append(total / max(count, 1))
             bar.set_postfix(loss=f"{history[-1]:.4f}")
         if p["precise_bn"]:
-            recompute_batchnorm(self.student, ([f[i:i + bs].to(self.device) for f in feats]
-                                               for i in range(0, n, bs)))
+            recompute_batchnorm(self.student, ([f[a:b].to(self.device) for f in feats]
+                                               for a, b in batch_bounds(n, bs)))
         self.student.eval()
         return {"loss_history": [round(v, 5) for v in history],
                 "teacher_feature_seconds": round(teacher_seconds, 3),
@@ -166,3 +198,27 @@ class ReverseDistillation(Detector):
         t = self.teacher(x)
         s = self.student(t)
         return anomaly_map(t, s, x.shape[-1], float(self.params["sigma"]))
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of consecutive batches over ``n`` items, a last batch of one folded into the
+    one before it (BatchNorm in training mode cannot normalise a single sample)."""
+    bounds = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def _check_teacher(backbone: str, weights: str | None) -> None:
+    """A teacher that can be made: an offline one, or a timm CNN with a weights file."""
+    if backbone in OFFLINE_TEACHERS:
+        return
+    import timm
+
+    if not timm.is_model(backbone):
+        raise DistiladError(f"rd: unknown backbone {backbone!r}; use {', '.join(OFFLINE_TEACHERS)} "
+                            "(offline weights) or a timm CNN name with weights=PATH")
+    if weights is None:
+        raise DistiladError(f"rd: teacher {backbone} needs ImageNet weights from a local file: "
+                            "weights=PATH (nothing is downloaded); efficientnet_lite0/1/2 work "
+                            "offline")
