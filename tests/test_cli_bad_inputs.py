@@ -301,3 +301,19 @@ def test_pixel_limit_can_be_raised(inputs: dict[str, str], monkeypatch: pytest.M
     monkeypatch.setenv("DISTILAD_MAX_IMAGE_PIXELS", "lots")
     with pytest.raises(DataError, match="positive pixel count"):
         read_image_size(small)
+
+
+def test_fit_prints_calibration_warning_once(inputs: dict[str, str], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Two held-out normals cannot back target_fpr=0.01: one `distilad: warning:` line with the
+    numbers, and the model is still written (a tiny EDE-GAN, one epoch)."""
+    out = tmp_path / "m.distilad"
+    rc = main(["fit", "edegan", inputs["data"], "-o", str(out), "--image-size", "16", "--epochs",
+               "1", "--device", "cpu", "-q", "--set", "width=2", "--set", "nz=2", "--set",
+               "holdout_fraction=0.15"])
+    assert rc == 0 and out.is_file()
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("distilad: warning: calibration: 2 held-out normal images "
+                                  "cannot back target_fpr=0.01 (the smallest false-positive rate "
+                                  "they can show is 1/2 = 0.5)")
