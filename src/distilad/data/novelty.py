@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from distilad.errors import DataError
+
 from .base import ArrayImageSet
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10")
@@ -137,9 +139,9 @@ def cache_dir() -> Path:
 
 def _check(dataset: str, split: str) -> None:
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        raise DataError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,14 +164,14 @@ def read_idx(path: str | Path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path}: not an idx file (bad magic number)")
+        raise DataError(f"{path}: not an idx file (bad magic number)")
     if data[2] != 0x08:
-        raise ValueError(f"{path}: idx type 0x{data[2]:02x} is not unsigned byte (0x08)")
+        raise DataError(f"{path}: idx type 0x{data[2]:02x} is not unsigned byte (0x08)")
     ndim = data[3]
     header = 4 + 4 * ndim
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     if len(data) != header + int(np.prod(dims)):
-        raise ValueError(f"{path}: {len(data) - header} data bytes, header says shape {dims}")
+        raise DataError(f"{path}: {len(data) - header} data bytes, header says shape {dims}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -194,7 +196,7 @@ def _load_idx(root: Path, dataset: str, split: str) -> tuple[np.ndarray, np.ndar
     images = read_idx(images_path)
     labels = read_idx(labels_path).astype(np.int64)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"{dataset} {split}: images {images.shape} vs labels {labels.shape}")
+        raise DataError(f"{dataset} {split}: images {images.shape} vs labels {labels.shape}")
     return images, labels
 
 
@@ -277,7 +279,7 @@ def _decode_jpegs(files: Sequence[Path]) -> np.ndarray:
         with Image.open(p) as im:
             a = np.asarray(im.convert("RGB"))
         if a.shape != (32, 32, 3):
-            raise ValueError(f"{p}: expected a 32x32 image, got {a.shape}")
+            raise DataError(f"{p}: expected a 32x32 image, got {a.shape}")
         out[i] = a
     return out
 
@@ -346,11 +348,11 @@ def _load_cached(dataset: str, split: str, root: str) -> tuple[np.ndarray, np.nd
     else:
         images, labels = _load_idx(r, dataset, split)
     if images.shape[1:] != _IMAGE_SHAPES[dataset]:
-        raise ValueError(
+        raise DataError(
             f"{dataset} {split}: expected images (N, {_IMAGE_SHAPES[dataset]}), got {images.shape}"
         )
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
-        raise ValueError(f"{dataset} {split}: labels outside 0..9")
+        raise DataError(f"{dataset} {split}: labels outside 0..9")
     images = np.ascontiguousarray(images, dtype=np.uint8)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     # shared between callers through the memo: make them read-only
@@ -445,10 +447,10 @@ class NoveltySplit:
 
 def _check_protocol(dataset: str, protocol: str, cls: int) -> int:
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        raise DataError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     _check(dataset, "train")
     if isinstance(cls, bool) or not isinstance(cls, (int, np.integer)) or not 0 <= cls < 10:
-        raise ValueError(f"class must be an integer in 0..9, got {cls!r}")
+        raise DataError(f"class must be an integer in 0..9, got {cls!r}")
     return int(cls)
 
 
@@ -538,7 +540,7 @@ def validation_anomalies(
     """
     cls = _check_protocol(dataset, protocol, cls)
     if max_images < 1:
-        raise ValueError(f"max_images must be at least 1, got {max_images}")
+        raise DataError(f"max_images must be at least 1, got {max_images}")
     images, labels = load_split(dataset, "train", root)
     rng = np.random.default_rng(seed)
     if protocol == "one-class":
