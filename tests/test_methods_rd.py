@@ -64,6 +64,19 @@ def test_gaussian_blur_matches_scipy(sigma: float) -> None:
     assert torch.equal(gaussian_blur(x, 0.0), x)
 
 
+@pytest.mark.parametrize(("size", "sigma"), [(32, 10.0), (8, 4.0)])
+def test_gaussian_blur_radius_wider_than_map(size: int, sigma: float) -> None:
+    """A blur radius (4 sigma) beyond the map size (image_size=32 with sigma=10) reflects again,
+    as scipy does: the map keeps its size and its values (it came back 16x16, or crashed)."""
+    m = np.random.default_rng(1).random((size, size + 3))
+    want = ndimage.gaussian_filter(m, sigma=sigma, mode="reflect", truncate=4.0)
+    got = gaussian_blur(torch.from_numpy(m)[None, None], sigma)[0, 0].numpy()
+    assert got.shape == m.shape
+    np.testing.assert_allclose(got, want, atol=1e-10, rtol=0)
+    t = [torch.rand(2, 4, size // 4, size // 4)]
+    assert anomaly_map(t, [torch.rand_like(t[0])], size, sigma).shape == (2, size, size)
+
+
 def test_anomaly_map_by_hand() -> None:
     g = torch.Generator().manual_seed(0)
     t = [torch.randn(2, 5, 16, 16, generator=g), torch.randn(2, 7, 8, 8, generator=g)]

@@ -142,24 +142,23 @@ def anomaly_map(teacher: list[torch.Tensor], student: list[torch.Tensor], size: 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (B, 1, H, W), radius 4 sigma, reflect padding (as scipy's
-    ``gaussian_filter`` with its default ``truncate=4`` and ``mode='reflect'``)."""
+    ``gaussian_filter`` with its default ``truncate=4`` and ``mode='reflect'``), for any radius:
+    one wider than the map reflects again, as scipy does. Returns (B, 1, H, W)."""
     if sigma <= 0:
         return x
     radius = int(4.0 * sigma + 0.5)
     k = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (k / sigma) ** 2)
     k = k / k.sum()
-    # scipy 'reflect' = (d c b a | a b c d | d c b a) = torch 'symmetric', which torch lacks: build it
-    x = _pad_symmetric(x, radius)
+    x = x.index_select(-2, _reflect_index(x.shape[-2], radius, x.device))
+    x = x.index_select(-1, _reflect_index(x.shape[-1], radius, x.device))
     x = nn.functional.conv2d(x, k.view(1, 1, 1, -1))
     x = nn.functional.conv2d(x, k.view(1, 1, -1, 1))
     return x
 
 
-def _pad_symmetric(x: torch.Tensor, r: int) -> torch.Tensor:
-    left = x[..., :, :r].flip(-1)
-    right = x[..., :, -r:].flip(-1)
-    x = torch.cat([left, x, right], dim=-1)
-    top = x[..., :r, :].flip(-2)
-    bottom = x[..., -r:, :].flip(-2)
-    return torch.cat([top, x, bottom], dim=-2)
+def _reflect_index(n: int, r: int, device: torch.device) -> torch.Tensor:
+    """Indices of a length-``n`` axis padded by ``r`` on both sides in scipy's 'reflect' mode
+    (d c b a | a b c d | d c b a), which is periodic with period 2n: (n + 2r,) int64."""
+    i = torch.remainder(torch.arange(-r, n + r, device=device), 2 * n)
+    return torch.where(i < n, i, 2 * n - 1 - i)
