@@ -353,8 +353,8 @@ def test_teacher_batch_is_capped_by_pixels() -> None:
     from distilad.backbones.cache import MAX_BATCH_PIXELS, teacher_batch_size
 
     assert teacher_batch_size(256, 32) == 256  # small images: as asked
-    assert teacher_batch_size(256, 256) == MAX_BATCH_PIXELS // (256 * 256) == 64
-    assert teacher_batch_size(16, 256) == 16 and teacher_batch_size(8, 4096) == 1
+    assert teacher_batch_size(256, 256) == MAX_BATCH_PIXELS // (256 * 256) == 16
+    assert teacher_batch_size(8, 256) == 8 and teacher_batch_size(8, 4096) == 1
 
 
 def test_rd_fit_uses_feature_cache(tmp_path: Path, tiny_mvtec: Path,
