@@ -71,7 +71,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("fit-set-betas", [*FIT, "--set", "betas=[0.5]"], "betas must be a list of 2 values"),
     ("fit-set-betas-1", [*FIT, "--set", "betas=[0.5, 1]"], "each a number in [0, 1)"),
     ("fit-set-sigma-neg", [*FIT, "--set", "sigma=-1"], "sigma must be a number >= 0"),
-    ("fit-set-sigma-big", [*FIT, "--set", "sigma=100"], "blurs over 400 pixels"),
+    ("fit-set-sigma-text", [*FIT, "--set", "sigma=wide"], "sigma must be a number >= 0, got 'wide'"),
     ("fit-set-decoder-blocks", [*FIT, "--set", "decoder_blocks=[1,1]"], "decoder_blocks must be a list of 3"),
     ("fit-set-ocbe-blocks", [*FIT, "--set", "ocbe_blocks=0"], "ocbe_blocks must be an integer >= 1"),
     ("fit-set-score-batch", [*FIT, "--set", "score_batch_size=0"], "score_batch_size must be"),

@@ -56,8 +56,7 @@ def test_every_argument_is_declared_and_defaults_pass(method: str) -> None:
     ("rd", {"betas": "0.5,0.9"}, "betas must be a list of 2 values"),
     ("rd", {"decoder_blocks": [1, 0, 1]}, "decoder_blocks must be a list of 3 values, each an "
                                           "integer >= 1"),
-    ("rd", {"sigma": 9.0, "image_size": 32}, "rd: sigma=9 blurs over 36 pixels, more than "
-                                             "image_size=32"),
+    ("rd", {"sigma": -0.5}, "rd: sigma must be a number >= 0, got -0.5"),
     ("rd", {"weights": 3}, "weights must be None or 'random' or a path"),
     ("rd", {"imagesize": 64}, "unknown argument(s) imagesize (did you mean image_size?)"),
     ("edegan", {"image_size": 24}, "edegan: image_size must be a power of two >= 16, got 24; "

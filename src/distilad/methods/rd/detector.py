@@ -66,11 +66,6 @@ class ReverseDistillation(Detector):
 
     @classmethod
     def _check_combination(cls, p: dict[str, Any]) -> None:
-        radius = int(4.0 * p["sigma"] + 0.5)  # the Gaussian blur's reflect padding needs this
-        if radius > p["image_size"]:
-            raise DistiladError(f"rd: sigma={p['sigma']:g} blurs over {radius} pixels, more than "
-                                f"image_size={p['image_size']}; use sigma <= "
-                                f"{(p['image_size'] - 0.5) / 4:.4g}")
         _check_teacher(p["backbone"], p["weights"])
 
     def _prepare(self, train: ImageSet) -> None:
