@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from distilad.bench.choices import choices_section
 from distilad.bench.paper_values import paper_value
 from distilad.bench.record import read_json
 
@@ -156,6 +157,10 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
     val_line = _validation_line(recs)
     if val_line:
         lines += ["", val_line]
+    elif not validation_only:
+        lines += ["", "No validation figures: this configuration was chosen before the validation "
+                  "split existed (where that choice looked at test data, the method's README says "
+                  "so); see \"Choices made on validation\"."]
     wall = sum(r.get("wall_seconds", r.get("fit_seconds_total", 0.0)) for r in recs)
     teach = sum(r.get("teacher_feature_seconds", 0) + r.get("score_teacher_seconds", 0) for r in recs)
     line = f"Sweep wall-clock: {wall / 60:.1f} min for {len(recs)} runs"
@@ -328,6 +333,7 @@ def render(records: list[dict[str, Any]]) -> str:
         for key in sorted(k for k in groups if k[0] == method):
             lines += sweep_section(groups[key])
     lines += comparison_sections(runs)
+    lines += choices_section(runs)
     if val_runs:
         lines += ["## Validation-only runs (test split never read)", "",
                   "Runs of `distilad bench --validate`, for choosing settings: held-out normals "

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Re-make, on the validation split only, the RD configuration choices that were once made by
+# looking at test data (issue 10): the default teacher (MVTec AD bottle: held-out normals vs
+# synthetic defects) and the novelty learning-rate schedule and pooling (held-out normals vs other
+# classes' training images). Every run also evaluates on the test split, but the choice reads only
+# the `validation` block of the result files (see methods/rd/README.md, "Choices made on validation").
+#   bash benchmarks/validate_choices.sh [DATA_ROOT] [SEEDS_NOVELTY]   (default: $DISTILAD_DATA, 0)
+# Two workers with one thread each; they share the sweeps through the bench's run locks, and
+# finished runs are skipped, so running it again after an interruption completes it.
+# On a bigger machine: SEEDS_NOVELTY=0,1,2 and more workers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=${1:-${DISTILAD_DATA:?pass the data root or set DISTILAD_DATA}}
+NSEEDS=${2:-0}
+BIN=${DISTILAD_BIN:-.venv/bin/distilad}
+ND=(--set backbone=efficientnet_lite0 --set image_size=32 --set batch_size=64 --set image_score=mean --set epochs=5)
+run() { OMP_NUM_THREADS=1 "$BIN" bench --method rd --data-root "$ROOT" --no-markdown -q "$@"; }
+bottle() {
+  for t in 1 0 2; do
+    run --dataset mvtec --classes bottle --seeds 0,1,2 --name v-lite$t-e20 \
+        --set epochs=20 --set backbone=efficientnet_lite$t
+  done
+}
+novelty() {
+  for ds in mnist cifar10 fashion-mnist; do
+    run --dataset $ds --seeds "$NSEEDS" --name v-nd32-e5 "${ND[@]}"
+    run --dataset $ds --seeds "$NSEEDS" --name v-nd32-e5-cos "${ND[@]}" --set lr_schedule='"cosine"'
+  done
+}
+{ bottle; novelty; } & a=$!
+novelty & b=$!
+wait $a $b
+"${BIN%/distilad}/python" -m distilad.bench.results

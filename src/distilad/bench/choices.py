@@ -1,0 +1,130 @@
+"""Configuration choices made on the validation split, rendered into RESULTS.md.
+
+A *study* names the candidate configurations of one choice (e.g. the RD teacher) and the
+validation metric that decides it. The winner is computed here from the ``validation`` block of
+the result files only; test figures are printed beside it for information, after the choice, and
+never enter it. Studies are data, so adding a choice is adding an entry to :data:`STUDIES`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Study:
+    """One choice: ``candidates`` maps a label to (config name, validation metric key, test
+    metric key); the candidate with the highest mean validation metric over ``datasets`` wins."""
+
+    title: str
+    method: str
+    datasets: tuple[str, ...]
+    protocol: str
+    candidates: tuple[tuple[str, str, str, str], ...]  # (label, config, val key, test key)
+    note: str = ""
+
+
+STUDIES: tuple[Study, ...] = (
+    Study("RD default teacher (MVTec AD bottle, 20 epochs)", "rd", ("mvtec",), "mvtec",
+          (("efficientnet_lite0", "v-lite0-e20", "image_auroc", "image_auroc"),
+           ("efficientnet_lite1", "v-lite1-e20", "image_auroc", "image_auroc"),
+           ("efficientnet_lite2", "v-lite2-e20", "image_auroc", "image_auroc")),
+          "validation: held-out normals vs synthetic defects made from them; ties are broken by "
+          "validation pixel AUROC, then by the cheaper teacher."),
+    Study("RD novelty learning-rate schedule (Lite0, 32 px, 5 epochs, mean pooling)", "rd",
+          ("mnist", "fashion-mnist", "cifar10"), "one-class",
+          (("constant (paper)", "v-nd32-e5", "image_auroc", "image_auroc"),
+           ("cosine decay", "v-nd32-e5-cos", "image_auroc", "image_auroc")),
+          "validation: held-out normals vs 999 training images of the other nine classes."),
+    Study("RD novelty image-score pooling (cosine schedule)", "rd",
+          ("mnist", "fashion-mnist", "cifar10"), "one-class",
+          (("mean of the map", "v-nd32-e5-cos", "image_auroc_mean_pool", "image_auroc_mean_pool"),
+           ("max of the map (paper's MVTec score)", "v-nd32-e5-cos", "image_auroc_max_pool",
+            "image_auroc_max_pool")),
+          "both poolings are read from the same runs' maps."),
+)
+
+#: tie-break order of secondary validation metrics, then the candidate listed first wins
+_TIE_BREAK = ("pixel_auroc",)
+
+
+def _val(r: dict[str, Any], key: str) -> float:
+    return float(((r.get("validation") or {}).get("metrics") or {}).get(key, math.nan))
+
+
+def _test(r: dict[str, Any], key: str) -> float:
+    return float((r.get("metrics") or {}).get(key, math.nan))
+
+
+def _mean(values: list[float]) -> float:
+    v = [x for x in values if not math.isnan(x)]
+    return float(np.mean(v)) if v else math.nan
+
+
+def study_table(study: Study, runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines for one study; [] when no candidate has validated runs yet."""
+    by_cfg: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in runs:
+        if r.get("method") == study.method and r.get("protocol") == study.protocol:
+            by_cfg[(r["config"], r["dataset"])].append(r)
+    rows = []
+    for label, cfg, vkey, tkey in study.candidates:
+        per_ds = []
+        for ds in study.datasets:
+            rs = [r for r in by_cfg.get((cfg, ds), []) if r.get("validation")]
+            per_ds.append((len(rs), _mean([_val(r, vkey) for r in rs]),
+                           _mean([_test(r, tkey) for r in rs]),
+                           tuple(_mean([_val(r, k) for r in rs]) for k in _TIE_BREAK)))
+        rows.append((label, cfg, per_ds))
+    if not any(n for _, _, per_ds in rows for n, *_ in per_ds):
+        return []
+    complete = [row for row in rows if all(n for n, *_ in row[2])]
+    # the decision: mean over datasets of the validation metric, then the tie-breaks (rounded to
+    # 0.1 points so that noise-level differences fall to the tie-break)
+    def key(row: tuple) -> tuple:
+        per_ds = row[2]
+        main = round(100 * float(np.mean([v for _, v, _, _ in per_ds])), 1)
+        ties = tuple(round(100 * float(np.mean([t[i] for *_, t in per_ds])), 1)
+                     for i in range(len(_TIE_BREAK)))
+        return (main, *[-math.inf if math.isnan(t) else t for t in ties])
+    winner = None
+    if len(complete) == len(rows):
+        best = max(key(r) for r in rows)
+        winner = next(r[0] for r in rows if key(r) == best)  # first listed wins a full tie
+    lines = [f"### {study.title}", ""]
+    head = ["candidate", "config"]
+    for ds in study.datasets:
+        head += [f"{ds} val. AUROC", f"{ds} test AUROC", "runs"]
+    head.append("chosen on validation")
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, cfg, per_ds in rows:
+        cells = [label, f"`{cfg}`"]
+        for n, v, t, _ in per_ds:
+            cells += ["-" if math.isnan(v) else f"{100 * v:.2f}",
+                      "-" if math.isnan(t) else f"{100 * t:.2f}", str(n)]
+        cells.append("**yes**" if label == winner else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", ("Decided by the mean validation AUROC over the datasets (rounded to 0.1 "
+                   "points); test AUROC is shown only beside the decision. " + study.note)
+              if winner else "Not decided yet: some candidates have no validated runs.", ""]
+    return lines
+
+
+def choices_section(runs: list[dict[str, Any]]) -> list[str]:
+    """The '## Choices made on validation' section (empty when no study has runs)."""
+    body: list[str] = []
+    for study in STUDIES:
+        body += study_table(study, runs)
+    if not body:
+        return []
+    return ["## Choices made on validation", "",
+            "Each choice below is computed from the `validation` block of the result files "
+            "(training split only: held-out normals vs synthetic defects or other classes' "
+            "training images), by `distilad.bench.choices`. Tables of configurations without "
+            "validation figures say so: those were chosen before the validation split existed.",
+            ""] + body
