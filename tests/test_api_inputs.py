@@ -234,3 +234,13 @@ def test_model_file_permissions_follow_umask(det: distilad.Detector, tmp_path: P
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o640
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_threshold_change_drops_stale_validation_rates(det: distilad.Detector,
+                                                        tmp_path: Path) -> None:
+    d = distilad.load_detector(det.save(tmp_path / "v.distilad"), device="cpu")
+    d.fit_info["validation"] = {"kind": "synthetic-defects", "metrics": {
+        "image_auroc": 0.9, "fpr_at_threshold": 0.1, "tpr_at_threshold": 0.8}}
+    d.threshold = d.threshold * 1.5 + 1e-3
+    val = d.fit_info["validation"]
+    assert val["metrics"] == {"image_auroc": 0.9} and "threshold changed" in val["note"]

@@ -315,6 +315,7 @@ class Detector:
             self.calibration = Calibration.from_labelled(scores, images.labels, maps)
         self.fit_info["calibration"] = {"strategy": strategy, "n_images": len(images),
                                         "data": images.description}
+        self._forget_threshold_metrics()
         return self
 
     @property
@@ -330,6 +331,20 @@ class Detector:
     @threshold.setter
     def threshold(self, value: float) -> None:
         self.calibration = self._calibration().with_threshold(value)
+        self._forget_threshold_metrics()
+
+    def _forget_threshold_metrics(self) -> None:
+        """Drop the validation figures that depend on the old threshold (FPR / TPR at it): the
+        validation images are not kept, so they cannot be recomputed; AUROCs stay valid."""
+        val = self.fit_info.get("validation")
+        if not val:
+            return
+        metrics = val.get("metrics") or {}
+        dropped = [k for k in ("fpr_at_threshold", "tpr_at_threshold") if k in metrics]
+        for k in dropped:
+            del metrics[k]
+        if dropped:
+            val["note"] = "threshold changed after fit: FPR/TPR at the threshold not recomputed"
 
     def _calibration(self) -> Calibration:
         self._check_fitted()
