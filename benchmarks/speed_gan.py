@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from distilad.bench.record import environment, median_seconds, peak_rss_mb, write_json_atomic
-from distilad.methods.edegan.model import Generator, count_flops, latent_score
+from distilad.methods.edegan.model import Generator, count_flops
+from distilad.modules.gan import latent_score
 
 # dataset: (channels, student width, student nz) giving the paper's computation ratios
 STUDENTS = {"mnist": (1, 3, 32), "fashion-mnist": (1, 1, 100), "cifar10": (3, 10, 32)}

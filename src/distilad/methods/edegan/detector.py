@@ -6,19 +6,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from distilad.data import ImageSet
-from distilad.data.transforms import stack_images
 from distilad.detector import Detector, register
 from distilad.errors import DistiladError
-from distilad.methods.edegan.model import (
-    EDEGAN,
-    count_flops,
-    discriminator_loss,
-    generator_loss,
-    latent_score,
-    reconstruction_score,
+from distilad.methods.edegan.model import EDEGAN, count_flops
+from distilad.modules.gan import (
+    gan_step,
+    load_tensor,
+    loss_weights,
+    make_optimizers,
+    resolve_channels,
+    score_images,
+    train_epochs,
 )
 from distilad.params import Float, ImageSize, Int, OneOf, Param, Seq
 
@@ -55,64 +55,6 @@ GAN_SPECS: dict[str, Param] = {
 }
 
 
-def load_tensor(images: ImageSet, size: int, channels: int) -> torch.Tensor:
-    """All images as one (N, channels, size, size) tensor in [-1, 1]."""
-    return stack_images(images, range(len(images)), size, channels) * 2 - 1
-
-
-def resolve_channels(params: dict[str, Any], train: ImageSet) -> None:
-    """``channels="auto"``: those of the first training image (1 gray, 3 colour)."""
-    if params["channels"] == "auto":
-        params["channels"] = int(train.image(0).shape[-1])
-
-
-def gan_step(gan: EDEGAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-             x: torch.Tensor, p: dict[str, Any], extra_g_loss: torch.Tensor | None = None
-             ) -> tuple[float, float, tuple[torch.Tensor, ...]]:
-    """One GANomaly update of generator then discriminator; returns (loss_g, loss_d, outputs)."""
-    loss_g, out = generator_loss(gan, x, p["w_adv"], p["w_con"], p["w_enc"])
-    if extra_g_loss is not None:
-        loss_g = loss_g + extra_g_loss
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    opt_g.step()
-    loss_d = discriminator_loss(gan, x, out[0])
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
-    if loss_d.item() < 1e-5:  # GANomaly: a collapsed discriminator is re-initialised
-        gan.discriminator.apply(_reset)
-    return loss_g.item(), loss_d.item(), out
-
-
-def _reset(m: torch.nn.Module) -> None:
-    if hasattr(m, "reset_parameters"):
-        m.reset_parameters()
-
-
-def make_optimizers(gan: EDEGAN, p: dict[str, Any]) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    betas = tuple(p["betas"])
-    return (torch.optim.Adam(gan.generator.parameters(), lr=p["lr"], betas=betas),
-            torch.optim.Adam(gan.discriminator.parameters(), lr=p["lr"], betas=betas))
-
-
-@torch.inference_mode()
-def score_gan(gan: EDEGAN, images: ImageSet, p: dict[str, Any], device: torch.device
-              ) -> dict[str, np.ndarray]:
-    """Latent and reconstruction scores of every image: {"latent": (N,), "reconstruction": (N,)}."""
-    gan.eval()
-    size, nc, bs = int(p["image_size"]), int(p["channels"]), int(p["score_batch_size"])
-    lat, rec = [], []
-    for start in range(0, len(images), bs):
-        idx = range(start, min(len(images), start + bs))
-        x = (stack_images(images, idx, size, nc) * 2 - 1).to(device)
-        x_hat, z, z_hat = gan.generator(x)
-        lat.append(latent_score(z, z_hat).cpu())
-        rec.append(reconstruction_score(x, x_hat).cpu())
-    return {"latent": torch.cat(lat).numpy().astype(np.float64),
-            "reconstruction": torch.cat(rec).numpy().astype(np.float64)}
-
-
 @register
 class EDEGANDetector(Detector):
     """EDE-GAN (Zhang et al., arXiv 2109.07295): encoder-decoder-encoder GAN, latent score."""
@@ -136,30 +78,30 @@ class EDEGANDetector(Detector):
     def _fit(self, train: ImageSet, holdout: ImageSet) -> dict[str, Any]:
         p = self.params
         data = load_tensor(train, p["image_size"], p["channels"])
-        opt_g, opt_d = make_optimizers(self.gan, p)
-        gen = torch.Generator().manual_seed(int(p["seed"]))
-        n, bs = len(data), int(p["batch_size"])
-        history = []
-        bar = tqdm(range(int(p["epochs"])), desc=f"edegan fit ({n} images)", unit="epoch",
-                   disable=not p["progress"])
-        for _ in bar:
-            self.gan.train()
-            perm = torch.randperm(n, generator=gen)
-            lg = ld = 0.0
-            steps = 0
-            for start in range(0, n, bs):
-                x = data[perm[start:start + bs]].to(self.device)
-                g, d, _ = gan_step(self.gan, opt_g, opt_d, x, p)
-                lg, ld, steps = lg + g, ld + d, steps + 1
-            history.append((round(lg / steps, 5), round(ld / steps, 5)))
-            bar.set_postfix(loss_g=f"{history[-1][0]:.4f}", loss_d=f"{history[-1][1]:.4f}")
+        opt_g, opt_d = make_optimizers(self.gan, p["lr"], p["betas"])
+        weights = loss_weights(p)
+        resets = 0
+
+        def step(x: torch.Tensor) -> tuple[float, float]:
+            nonlocal resets
+            r = gan_step(self.gan, opt_g, opt_d, x, weights)
+            resets += r.d_reset
+            return r.loss_g, r.loss_d
+
+        self.gan.train()
+        history = train_epochs(data, p["epochs"], p["batch_size"],
+                               torch.Generator().manual_seed(int(p["seed"])), step, self.device,
+                               "edegan fit", p["progress"])
         self.gan.eval()
-        return {"epochs": int(p["epochs"]), "loss_history_g_d": history,
+        return {"epochs": len(history), "loss_history_g_d": history,
+                "discriminator_resets": resets,
                 "generator_flops": count_flops(self.gan.generator, p["image_size"], p["channels"]),
                 "generator_params": sum(q.numel() for q in self.gan.generator.parameters())}
 
     def _score(self, images: ImageSet) -> tuple[np.ndarray, None]:
-        scores = score_gan(self.gan, images, self.params, self.device)
-        primary = self.params["score"]
+        p = self.params
+        scores = score_images(self.gan.generator, images, p["image_size"], p["channels"],
+                              p["score_batch_size"], self.device)
+        primary = p["score"]
         self.alternative_scores = {k: v for k, v in scores.items() if k != primary}
         return scores[primary], None

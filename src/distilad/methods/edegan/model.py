@@ -1,4 +1,4 @@
-"""EDE-GAN networks (DCGAN blocks, GANomaly layout) and their losses.
+"""EDE-GAN networks (DCGAN blocks, GANomaly layout); losses and training in modules/gan.py.
 
 Generator: encoder G_E (x -> z), decoder G_D (z -> x_hat), encoder E (x_hat -> z_hat).
 Discriminator: a DCGAN encoder with one logit; its last feature map serves feature matching.
@@ -12,6 +12,8 @@ import math
 
 import torch
 from torch import nn
+
+from distilad.modules.gan import dcgan_init_
 
 
 def _levels(image_size: int) -> int:
@@ -89,43 +91,12 @@ class Discriminator(nn.Module):
 
 
 class EDEGAN(nn.Module):
-    """Generator + discriminator of one EDE-GAN."""
+    """Generator + discriminator of one EDE-GAN, DCGAN-initialised (as GANomaly's)."""
 
     def __init__(self, image_size: int, nc: int, nz: int, width: int):
         super().__init__()
-        self.generator = Generator(image_size, nc, nz, width)
-        self.discriminator = Discriminator(image_size, nc, width)
-
-
-def generator_loss(gan: EDEGAN, x: torch.Tensor, w_adv: float, w_con: float, w_enc: float
-                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """GANomaly generator loss: w_adv * feature matching (L2 between the discriminator's features
-    of x and x_hat) + w_con * L1(x, x_hat) + w_enc * L2(z, z_hat). Returns (loss, outputs)."""
-    x_hat, z, z_hat = gan.generator(x)
-    _, f_real = gan.discriminator(x)
-    _, f_fake = gan.discriminator(x_hat)
-    loss = (w_adv * (f_real.detach() - f_fake).pow(2).mean()
-            + w_con * (x - x_hat).abs().mean()
-            + w_enc * (z - z_hat).pow(2).mean())
-    return loss, (x_hat, z, z_hat)
-
-
-def discriminator_loss(gan: EDEGAN, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy: real images 1, reconstructions 0."""
-    bce = nn.functional.binary_cross_entropy_with_logits
-    real, _ = gan.discriminator(x)
-    fake, _ = gan.discriminator(x_hat.detach())
-    return bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
-
-
-def latent_score(z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
-    """EDE-GAN anomaly score: mean squared distance of the two latent vectors, (B,)."""
-    return (z - z_hat).pow(2).flatten(1).mean(1)
-
-
-def reconstruction_score(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Alternative score: mean absolute reconstruction error, (B,)."""
-    return (x - x_hat).abs().flatten(1).mean(1)
+        self.generator = dcgan_init_(Generator(image_size, nc, nz, width))
+        self.discriminator = dcgan_init_(Discriminator(image_size, nc, width))
 
 
 def count_flops(module: nn.Module, image_size: int, nc: int) -> int:

@@ -27,27 +27,31 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from distilad.data import ImageSet
 from distilad.detector import Detector, register
 from distilad.errors import DistiladError
-from distilad.methods.edegan.detector import (
-    GAN_DEFAULTS,
-    GAN_SPECS,
+from distilad.methods.edegan.detector import GAN_DEFAULTS, GAN_SPECS
+from distilad.methods.edegan.model import EDEGAN, count_flops
+from distilad.modules.gan import (
+    gan_losses,
     gan_step,
     load_tensor,
+    loss_weights,
     make_optimizers,
+    reset_if_collapsed,
     resolve_channels,
-    score_gan,
+    score_images,
+    train_epochs,
+    update,
 )
-from distilad.methods.edegan.model import EDEGAN, count_flops, discriminator_loss, generator_loss
 from distilad.params import Float, Int, OneOf
 from distilad.params import Path as PathParam
 
@@ -118,87 +122,87 @@ class PKDGANDetector(Detector):
     def _modules(self) -> dict[str, nn.Module]:
         return {"teacher": self.teacher, "student": self.student, "proj": self.proj}
 
-    def _epochs(self, data: torch.Tensor, epochs: int, desc: str, step) -> list[float]:
+    def _epochs(self, data: torch.Tensor, epochs: int, desc: str,
+                step: Callable[[torch.Tensor], tuple[float, float]]) -> list[list[float]]:
+        """``epochs`` passes of ``step``; per epoch [mean generator loss, mean discriminator
+        loss]. Each phase shuffles with its own seeded order."""
         p = self.params
-        gen = torch.Generator().manual_seed(int(p["seed"]) + zlib.crc32(desc.encode()) % 1000)
-        n, bs = len(data), int(p["batch_size"])
-        history = []
-        for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=not p["progress"]):
-            perm = torch.randperm(n, generator=gen)
-            total, steps = 0.0, 0
-            for start in range(0, n, bs):
-                total += step(data[perm[start:start + bs]].to(self.device))
-                steps += 1
-            history.append(round(total / max(steps, 1), 5))
-        return history
+        order = torch.Generator().manual_seed(int(p["seed"]) + zlib.crc32(desc.encode()) % 1000)
+        return train_epochs(data, epochs, p["batch_size"], order, step, self.device, desc,
+                            p["progress"])
 
     def _fit(self, train: ImageSet, holdout: ImageSet) -> dict[str, Any]:
         p = self.params
         schedule = p["schedule"]
         data = load_tensor(train, p["image_size"], p["channels"])
-        opt_tg, opt_td = make_optimizers(self.teacher, p)
-        opt_sg, opt_sd = make_optimizers(self.student, p)
-        opt_proj = torch.optim.Adam(self.proj.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
+        lr, betas, weights = p["lr"], p["betas"], loss_weights(p)
+        opt_tg, opt_td = make_optimizers(self.teacher, lr, betas)
+        opt_sg, opt_sd = make_optimizers(self.student, lr, betas)
+        opt_proj = torch.optim.Adam(self.proj.parameters(), lr=lr, betas=tuple(betas))
+        resets = {"teacher": 0, "student": 0}
         info: dict[str, Any] = {"schedule": schedule}
 
-        def teacher_step(x: torch.Tensor) -> float:
-            self.teacher.train()
-            return gan_step(self.teacher, opt_tg, opt_td, x, p)[0]
+        def alone_step(gan: EDEGAN, role: str, opt_g, opt_d) -> Callable:
+            def step(x: torch.Tensor) -> tuple[float, float]:
+                gan.train()
+                r = gan_step(gan, opt_g, opt_d, x, weights)
+                resets[role] += r.d_reset
+                return r.loss_g, r.loss_d
+            return step
 
-        def student_alone_step(x: torch.Tensor) -> float:
-            self.student.train()
-            return gan_step(self.student, opt_sg, opt_sd, x, p)[0]
-
-        def fixed_step(x: torch.Tensor) -> float:
+        def fixed_step(x: torch.Tensor) -> tuple[float, float]:
             self.student.train()
             self.teacher.eval()
             with torch.no_grad():
                 t_out = self.teacher.generator(x)
-            kd = distillation_loss(self.student.generator(x), t_out, self.proj, p)
-            opt_proj.zero_grad(set_to_none=True)
-            loss = gan_step(self.student, opt_sg, opt_sd, x, p, extra_g_loss=kd)[0]
-            opt_proj.step()
-            return loss
+            r = gan_step(self.student, opt_sg, opt_sd, x, weights,
+                         extra_g_loss=lambda s_out: distillation_loss(s_out, t_out, self.proj, p),
+                         extra_optimizers=(opt_proj,))
+            resets["student"] += r.d_reset
+            return r.loss_g, r.loss_d
 
-        def joint_step(x: torch.Tensor) -> float:
+        def joint_step(x: torch.Tensor) -> tuple[float, float]:
             self.student.train()
             self.teacher.train()
-            lt, t_out = generator_loss(self.teacher, x, p["w_adv"], p["w_con"], p["w_enc"])
-            ls, s_out = generator_loss(self.student, x, p["w_adv"], p["w_con"], p["w_enc"])
-            loss = lt + ls + distillation_loss(s_out, t_out, self.proj, p)
-            for o in (opt_tg, opt_sg, opt_proj):
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            for o in (opt_tg, opt_sg, opt_proj):
-                o.step()
-            for gan, opt_d, out in ((self.teacher, opt_td, t_out), (self.student, opt_sd, s_out)):
-                ld = discriminator_loss(gan, x, out[0])
-                opt_d.zero_grad(set_to_none=True)
-                ld.backward()
-                opt_d.step()
-            return loss.item()
+            lt = gan_losses(self.teacher, x, **weights)
+            ls = gan_losses(self.student, x, **weights)
+            loss_g = (lt.generator + ls.generator
+                      + distillation_loss(ls.outputs, lt.outputs, self.proj, p))
+            update(loss_g, lt.discriminator + ls.discriminator, (opt_tg, opt_sg, opt_proj),
+                   (opt_td, opt_sd))
+            for role, gan, ld in (("teacher", self.teacher, lt.discriminator),
+                                  ("student", self.student, ls.discriminator)):
+                resets[role] += reset_if_collapsed(gan.discriminator, ld.item())
+            return loss_g.item(), lt.discriminator.item() + ls.discriminator.item()
 
+        trained = {"teacher": 0, "step1": 0, "step2": 0, "alone": 0}
         if schedule != "alone":
             cached = self._load_cached_teacher(train)
             if cached is None:
-                info["teacher_loss"] = self._epochs(data, p["teacher_epochs"], "teacher",
-                                                    teacher_step)
+                info["teacher_loss"] = self._epochs(
+                    data, p["teacher_epochs"], "teacher",
+                    alone_step(self.teacher, "teacher", opt_tg, opt_td))
+                trained["teacher"] = len(info["teacher_loss"])
                 self._save_cached_teacher(train, info["teacher_loss"])
             else:
                 info["teacher_loss"] = cached
             info["teacher_from_cache"] = cached is not None
             # step 2 starts from fresh optimiser states either way, so a cached teacher and a
             # freshly trained one lead to the same computation
-            opt_tg, opt_td = make_optimizers(self.teacher, p)
+            opt_tg, opt_td = make_optimizers(self.teacher, lr, betas)
         if schedule == "alone":
-            info["student_loss"] = self._epochs(data, p["step1_epochs"] + p["step2_epochs"],
-                                                "student alone", student_alone_step)
+            info["student_loss"] = self._epochs(
+                data, p["step1_epochs"] + p["step2_epochs"], "student alone",
+                alone_step(self.student, "student", opt_sg, opt_sd))
+            trained["alone"] = len(info["student_loss"])
         if schedule in ("two-step", "fixed"):
             e1 = p["step1_epochs"] + (p["step2_epochs"] if schedule == "fixed" else 0)
             info["step1_loss"] = self._epochs(data, e1, "step 1 (teacher fixed)", fixed_step)
+            trained["step1"] = len(info["step1_loss"])
         if schedule in ("two-step", "joint"):
             e2 = p["step2_epochs"] + (p["step1_epochs"] if schedule == "joint" else 0)
             info["step2_loss"] = self._epochs(data, e2, "step 2 (joint)", joint_step)
+            trained["step2"] = len(info["step2_loss"])
         self.teacher.eval()
         self.student.eval()
         size, nc = p["image_size"], p["channels"]
@@ -210,7 +214,11 @@ class PKDGANDetector(Detector):
             "student_params": sum(q.numel() for q in self.student.generator.parameters()),
         })
         info["params_ratio"] = round(info["teacher_params"] / info["student_params"], 2)
-        info["epochs"] = None
+        # passes over the training data made by this fit, all phases (a cached teacher's not
+        # counted); epochs_trained splits them by phase
+        info["epochs_trained"] = trained
+        info["epochs"] = sum(trained.values())
+        info["discriminator_resets"] = resets
         return info
 
     # -- pretrained-teacher cache: the teacher of step 0 depends only on its own settings, the
@@ -226,11 +234,12 @@ class PKDGANDetector(Detector):
         key["betas"] = list(key["betas"])
         key["data"] = train.content_fingerprint
         key["device"] = self.device.type  # GPU and CPU training differ numerically
-        key["code"] = "edegan-teacher-v1"
+        # v2: DCGAN initialisation, one discriminator pass per batch, GANomaly's halved D loss
+        key["code"] = "edegan-teacher-v2"
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
         return Path(folder) / f"pkdgan-teacher-{digest}.safetensors"
 
-    def _load_cached_teacher(self, train: ImageSet) -> list[float] | None:
+    def _load_cached_teacher(self, train: ImageSet) -> list[list[float]] | None:
         from safetensors import safe_open
         from safetensors.torch import load_file
 
@@ -245,7 +254,7 @@ class PKDGANDetector(Detector):
             return None
         return history
 
-    def _save_cached_teacher(self, train: ImageSet, history: list[float]) -> None:
+    def _save_cached_teacher(self, train: ImageSet, history: list[list[float]]) -> None:
         from safetensors.torch import save_file
 
         path = self._teacher_cache_file(train)
@@ -259,10 +268,11 @@ class PKDGANDetector(Detector):
 
     def _score(self, images: ImageSet) -> tuple[np.ndarray, None]:
         p = self.params
-        s = score_gan(self.student, images, p, self.device)
+        args = (images, p["image_size"], p["channels"], p["score_batch_size"], self.device)
+        s = score_images(self.student.generator, *args)
         primary = p["score"]
         self.alternative_scores = {k: v for k, v in s.items() if k != primary}
         if p["schedule"] != "alone":
-            t = score_gan(self.teacher, images, p, self.device)
+            t = score_images(self.teacher.generator, *args)
             self.alternative_scores.update({f"teacher_{k}": v for k, v in t.items()})
         return s[primary], None

@@ -1,0 +1,222 @@
+"""Training pieces shared by the encoder-decoder-encoder GANs (EDE-GAN, P-KDGAN's teacher and
+student): DCGAN initialisation, GANomaly's losses and update, the collapsed-discriminator reset,
+images as tanh-range tensors, and the latent / reconstruction scores.
+
+A *GAN* here is any module with a ``generator`` (x -> (x_hat, z, z_hat)) and a
+``discriminator`` (x -> (logit (B,), feature map (B, C, h, w))); images are (B, C, S, S) in
+[-1, 1], latent vectors (B, nz, 1, 1).
+
+One update computes each discriminator pass once per batch: the real batch's features (target
+of the generator's feature matching) and logits (the discriminator's loss) come from one pass,
+and so do the reconstructions' features and logits. Both nets' gradients are taken from the
+weights of the start of the step, which is what GANomaly's order (generator step, then a
+discriminator step on the same batch) computes too, since the generator step leaves the
+discriminator's weights unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from distilad.data import ImageSet
+from distilad.data.transforms import stack_images
+
+#: DCGAN's weight rule (Radford et al. 2016; GANomaly's ``weights_init``)
+DCGAN_STD = 0.02
+#: GANomaly re-initialises a discriminator whose loss falls below this (it has "won")
+COLLAPSED_D_LOSS = 1e-5
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x_hat, z, z_hat
+
+
+class GAN(Protocol):
+    generator: nn.Module
+    discriminator: nn.Module
+
+
+@torch.no_grad()
+def dcgan_init_(module: nn.Module) -> nn.Module:
+    """DCGAN initialisation of every layer of ``module``, in place; returns it.
+
+    (Transposed) convolutions: weight ~ N(0, 0.02), bias 0; BatchNorm: weight ~ N(1, 0.02),
+    bias 0 (running statistics untouched, as in GANomaly). Other layers keep their values.
+    Draws from torch's global generator, so a seeded fit is reproducible.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            nn.init.normal_(m.weight, 0.0, DCGAN_STD)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.normal_(m.weight, 1.0, DCGAN_STD)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+def reset_if_collapsed(discriminator: nn.Module, loss_d: float) -> bool:
+    """GANomaly's rule: a discriminator whose loss fell below 1e-5 is re-initialised (same DCGAN
+    rule as at the start; its optimiser state is kept, as in GANomaly). True when it was."""
+    if loss_d < COLLAPSED_D_LOSS:
+        dcgan_init_(discriminator)
+        return True
+    return False
+
+
+class GANLosses(NamedTuple):
+    """Scalar losses of one batch and the generator's outputs (x_hat, z, z_hat)."""
+
+    generator: torch.Tensor
+    discriminator: torch.Tensor
+    outputs: Outputs
+
+
+def loss_weights(params: Mapping[str, Any]) -> dict[str, float]:
+    """The three generator loss weights of a parameter mapping."""
+    return {k: float(params[k]) for k in ("w_adv", "w_con", "w_enc")}
+
+
+def gan_losses(gan: GAN, x: torch.Tensor, w_adv: float, w_con: float, w_enc: float
+               ) -> GANLosses:
+    """GANomaly's losses of batch ``x``, one discriminator pass on ``x`` and one on ``x_hat``.
+
+    Generator: ``w_adv * mean((f(x) - f(x_hat))^2) + w_con * mean|x - x_hat| +
+    w_enc * mean((z - z_hat)^2)``, f = the discriminator's last feature map (f(x) as a constant
+    target). Discriminator: ``(BCE(real, 1) + BCE(fake, 0)) / 2``.
+    The two losses share the discriminator's graph: apply them with :func:`update`, which sends
+    each loss's gradients only to its own network (the discriminator's loss must not reach the
+    generator through ``x_hat``, nor the generator's loss the discriminator's weights).
+    """
+    x_hat, z, z_hat = gan.generator(x)
+    logit_real, f_real = gan.discriminator(x)
+    logit_fake, f_fake = gan.discriminator(x_hat)
+    loss_g = (w_adv * (f_real.detach() - f_fake).pow(2).mean()
+              + w_con * (x - x_hat).abs().mean()
+              + w_enc * (z - z_hat).pow(2).mean())
+    loss_d = 0.5 * (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
+                    + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
+    return GANLosses(loss_g, loss_d, (x_hat, z, z_hat))
+
+
+def _params(optimizers: Iterable[torch.optim.Optimizer]) -> list[torch.Tensor]:
+    return [p for o in optimizers for group in o.param_groups for p in group["params"]
+            if p.requires_grad]
+
+
+def update(loss_g: torch.Tensor, loss_d: torch.Tensor,
+           g_optimizers: Sequence[torch.optim.Optimizer],
+           d_optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """One optimiser step of both sides: ``loss_g``'s gradients go only to the parameters of
+    ``g_optimizers`` (generators, and e.g. a distillation projection), ``loss_d``'s only to those
+    of ``d_optimizers``; then every optimiser steps. Gradients of the discriminator's weights
+    under ``loss_g`` are never computed (they were thrown away before)."""
+    for o in (*g_optimizers, *d_optimizers):
+        o.zero_grad(set_to_none=True)
+    loss_g.backward(inputs=_params(g_optimizers), retain_graph=True)
+    loss_d.backward(inputs=_params(d_optimizers))
+    for o in (*g_optimizers, *d_optimizers):
+        o.step()
+
+
+class StepResult(NamedTuple):
+    loss_g: float
+    loss_d: float
+    outputs: Outputs
+    d_reset: bool
+
+
+def gan_step(gan: GAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+             x: torch.Tensor, weights: Mapping[str, float],
+             extra_g_loss: Callable[[Outputs], torch.Tensor] | None = None,
+             extra_optimizers: Sequence[torch.optim.Optimizer] = ()) -> StepResult:
+    """One GANomaly update of generator and discriminator on batch ``x``.
+
+    ``weights``: ``w_adv``, ``w_con``, ``w_enc``. ``extra_g_loss(outputs)`` is added to the
+    generator's loss (e.g. distillation; it reuses this step's generator outputs);
+    ``extra_optimizers`` step the extra parameters it trains. A collapsed discriminator is
+    re-initialised after the step (:func:`reset_if_collapsed`).
+    """
+    losses = gan_losses(gan, x, **weights)
+    loss_g = losses.generator
+    if extra_g_loss is not None:
+        loss_g = loss_g + extra_g_loss(losses.outputs)
+    update(loss_g, losses.discriminator, (opt_g, *extra_optimizers), (opt_d,))
+    ld = losses.discriminator.item()
+    return StepResult(loss_g.item(), ld, losses.outputs, reset_if_collapsed(gan.discriminator, ld))
+
+
+def train_epochs(data: torch.Tensor, epochs: int, batch_size: int, order: torch.Generator,
+                 step: Callable[[torch.Tensor], Sequence[float]], device: torch.device,
+                 desc: str, progress: bool) -> list[list[float]]:
+    """``epochs`` passes over ``data`` (N, C, S, S) in a random order drawn from ``order``, calling
+    ``step(batch)`` (batches of ``batch_size``, the last one possibly smaller) which returns
+    losses; returns the mean of each loss per epoch (5 decimals), one list per epoch run."""
+    n = len(data)
+    history: list[list[float]] = []
+    bar = tqdm(range(int(epochs)), desc=f"{desc} ({n} images)", unit="epoch", disable=not progress)
+    for _ in bar:
+        perm = torch.randperm(n, generator=order)
+        sums: list[float] = []
+        steps = 0
+        for start in range(0, n, batch_size):
+            losses = step(data[perm[start:start + batch_size]].to(device))
+            sums = [a + b for a, b in zip(sums, losses, strict=True)] if sums else list(losses)
+            steps += 1
+        history.append([round(v / max(steps, 1), 5) for v in sums])
+        bar.set_postfix(loss=", ".join(f"{v:.4f}" for v in history[-1]))
+    return history
+
+
+def make_optimizers(gan: GAN, lr: float, betas: Sequence[float]
+                    ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam for the generator and for the discriminator (GANomaly: lr 2e-4, betas (0.5, 0.999))."""
+    b = (float(betas[0]), float(betas[1]))
+    return (torch.optim.Adam(gan.generator.parameters(), lr=lr, betas=b),
+            torch.optim.Adam(gan.discriminator.parameters(), lr=lr, betas=b))
+
+
+def load_tensor(images: ImageSet, size: int, channels: int) -> torch.Tensor:
+    """All images as one (N, channels, size, size) tensor in [-1, 1] (the tanh range).
+
+    Other sizes are resized bilinearly (``stack_images``), as GANomaly's loaders resize MNIST's
+    28 px to 32 (torchvision ``Resize``)."""
+    return stack_images(images, range(len(images)), size, channels) * 2 - 1
+
+
+def resolve_channels(params: dict[str, Any], train: ImageSet) -> None:
+    """``channels="auto"``: those of the first training image (1 gray, 3 colour)."""
+    if params["channels"] == "auto":
+        params["channels"] = int(train.image(0).shape[-1])
+
+
+def latent_score(z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
+    """EDE-GAN anomaly score: mean squared distance of the two latent vectors, (B,)."""
+    return (z - z_hat).pow(2).flatten(1).mean(1)
+
+
+def reconstruction_score(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Alternative score: mean absolute reconstruction error, (B,)."""
+    return (x - x_hat).abs().flatten(1).mean(1)
+
+
+@torch.inference_mode()
+def score_images(generator: nn.Module, images: ImageSet, size: int, channels: int,
+                 batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+    """Latent and reconstruction scores of every image (generator in eval mode):
+    ``{"latent": (N,), "reconstruction": (N,)}`` as float64."""
+    generator.eval()
+    lat, rec = [], []
+    for start in range(0, len(images), batch_size):
+        idx = range(start, min(len(images), start + batch_size))
+        x = (stack_images(images, idx, size, channels) * 2 - 1).to(device)
+        x_hat, z, z_hat = generator(x)
+        lat.append(latent_score(z, z_hat).cpu())
+        rec.append(reconstruction_score(x, x_hat).cpu())
+    return {"latent": torch.cat(lat).numpy().astype(np.float64),
+            "reconstruction": torch.cat(rec).numpy().astype(np.float64)}
