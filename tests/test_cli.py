@@ -199,7 +199,7 @@ def test_model_with_wrong_tensors_is_one_line_error(model_file: Path, tiny_mvtec
     assert "bad.distilad" in line and "student" in line
 
 
-@pytest.mark.parametrize("sub", [None, "list", "fit", "test", "predict", "demo", "bench"])
+@pytest.mark.parametrize("sub", [None, "list", "fit", "test", "predict", "export", "demo", "bench"])
 def test_help_exits_zero(sub: str | None, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--help"] if sub is None else [sub, "--help"]
     with pytest.raises(SystemExit) as e:

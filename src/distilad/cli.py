@@ -1,4 +1,4 @@
-"""Command line: ``distilad fit | test | predict | demo | list | bench``.
+"""Command line: ``distilad fit | test | predict | export | demo | list | bench``.
 
 User errors (missing folder, unreadable image, unknown method, bad model file, existing output)
 end with one line on stderr and exit status 2; nothing a user wrote before is overwritten unless
@@ -279,14 +279,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    import distilad
     from distilad.data import image_files
     from distilad.jsonsafe import dumps_strict
     from distilad.report import image_map_panel, safe_stem, save_png
 
     out = Path(args.output)
     staged = _fresh_output(out, args.overwrite, [args.model, *args.inputs])
-    det = distilad.load_detector(args.model, device=args.device or "auto")
+    det = load_model(args.model, device=args.device or "auto")
     images = image_files(args.inputs)
     for i in range(len(images)):  # fail on an unreadable file before anything is written
         images.image_shape(i)
@@ -329,6 +328,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
     n_anom = sum(r["label"] for r in rows)
     print(f"{n_anom} of {len(rows)} images anomalous; results in {out} (predictions.csv, "
           f"predictions.json{', overlays/' if any(r['overlay'] for r in rows) else ''})")
+    return 0
+
+
+def load_model(path: str, device: str = "auto") -> Any:
+    """A ``.onnx`` file (run by onnxruntime, :class:`distilad.onnx_model.OnnxModel`) or a
+    ``.distilad`` model file (:func:`distilad.load_detector`); both score alike."""
+    from distilad.onnx_model import OnnxModel, is_onnx_path
+
+    if is_onnx_path(path):
+        return OnnxModel(path, device=device)
+    import distilad
+
+    return distilad.load_detector(path, device=device)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import distilad
+    from distilad.onnx_model import is_onnx_path
+
+    if not is_onnx_path(args.output):
+        raise DistiladError(f"export: the output file must end in .onnx (predict tells the "
+                            f"model formats apart by it), got {args.output}")
+    if Path(args.output).exists() and not args.overwrite:
+        raise DistiladError(f"{args.output} exists; pass --overwrite to replace it")
+    det = distilad.load_detector(args.model, device="cpu")
+    out = det.export_onnx(args.output, overwrite=args.overwrite, check=not args.no_check)
+    check = det.last_export["export_check"]
+    print(f"{det.name} exported to {out} ({out.stat().st_size / 1e6:.1f} MB): input images "
+          f"uint8 (N, H, W, 3) of any size; outputs {', '.join(det.last_export['outputs'])} "
+          f"(threshold {det.calibration.threshold:.6g})")
+    if "skipped" in check:
+        print(f"not checked against PyTorch: {check['skipped']}")
+    else:
+        maps = (f", maps {check['max_map_abs_diff']:.2g}" if "max_map_abs_diff" in check else "")
+        print(f"checked with onnxruntime {check['onnxruntime']} against PyTorch on "
+              f"{check['images']} synthetic images: largest difference: scores "
+              f"{check['max_score_rel_diff']:.2g} (relative){maps}; labels identical")
     return 0
 
 
@@ -509,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "image, the map over it and the colour bar. Prints one line per image: "
                     "label, normalized score (threshold at 0.5), file."),
         epilog="example:\n  distilad predict bottle.distilad new_images/ one_more.png -o preds")
-    p.add_argument("model", help="model file written by `distilad fit`")
+    p.add_argument("model", help="model file written by `distilad fit` (.distilad) or "
+                   "`distilad export` (.onnx, run with onnxruntime)")
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     p.add_argument("-o", "--output", required=True,
                    help="folder to create for the results; refused if it exists and is not "
@@ -520,6 +557,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export", help="write a model as one ONNX graph (preprocessing to labels)",
+        formatter_class=fmt,
+        description=_para("Export a saved model to ONNX: one graph from uint8 images (N, H, W, 3) "
+                    "of any size to image scores, anomaly maps (rd), normalised scores, labels "
+                    "and the calibrated threshold, with the model's description in the ONNX "
+                    "metadata. The file is run with onnxruntime against PyTorch on synthetic "
+                    "images before it is written. Methods: rd, edegan, pkdgan. Needs "
+                    "pip install 'distilad[export]'."),
+        epilog="example:\n  distilad export bottle.distilad -o bottle.onnx\n"
+               "  distilad predict bottle.onnx new_images/ -o preds")
+    p.add_argument("model", help="model file written by `distilad fit`")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write (.onnx)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the comparison with PyTorch on synthetic images")
+    p.add_argument("-q", "--quiet", action="store_true", help="accepted for symmetry; no effect")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "demo", help="train and test RD on the embedded MVTec AD bottle images",

@@ -184,6 +184,15 @@ class Detector:
     def _modules(self) -> dict[str, torch.nn.Module]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _scoring_net(self) -> torch.nn.Module:
+        """The whole scoring path as one :class:`distilad.modules.scoring.ScoringNet` (sharing
+        this detector's networks), for :meth:`export_onnx`; methods that can be exported
+        override it."""
+        from distilad.errors import ExportError
+
+        raise ExportError(f"{self.name} cannot be exported to ONNX yet (only rd, edegan and pkdgan "
+                          f"can); use the .distilad model file with distilad")
+
     def _prepare(self, train: ImageSet) -> None:
         """Resolve data-dependent arguments (e.g. ``channels="auto"``) before ``_build``."""
 
@@ -388,6 +397,17 @@ class Detector:
                 for module in self._modules().values():
                     module.to(self.device)
         return self
+
+    def export_onnx(self, path: str | os.PathLike, overwrite: bool = False, check: bool = True
+                    ) -> Path:
+        """Write the whole inference path to an ONNX file: uint8 images (N, H, W, 3) in, image
+        scores, maps (where the method has them), normalised scores, labels and the threshold
+        out, the model description in the ONNX metadata. ``check`` runs the file with
+        onnxruntime (where installed) against PyTorch on synthetic images. Needs
+        ``pip install 'distilad[export]'``; see :mod:`distilad.export`."""
+        from distilad.export import export_onnx
+
+        return export_onnx(self, path, overwrite=overwrite, check=check)
 
     # --- persistence ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

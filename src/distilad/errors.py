@@ -14,6 +14,11 @@ class ModelFileError(DistiladError):
     """A saved model file is missing, corrupt, or not a distilad model."""
 
 
+class ExportError(DistiladError):
+    """A model cannot be exported (a method without an export path, a missing exporter package,
+    or an exported graph whose results differ from PyTorch's)."""
+
+
 class NotFittedError(DistiladError):
     """A detector was used for scoring before `fit` (or `load_detector`)."""
 

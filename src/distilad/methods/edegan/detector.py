@@ -20,6 +20,7 @@ from distilad.modules.gan import (
     score_images,
     train_epochs,
 )
+from distilad.modules.scoring import GeneratorScoringNet
 from distilad.params import Float, ImageSize, Int, OneOf, Param, Seq
 
 GAN_DEFAULTS: dict[str, Any] = {
@@ -105,3 +106,7 @@ class EDEGANDetector(Detector):
         primary = p["score"]
         self.alternative_scores = {k: v for k, v in scores.items() if k != primary}
         return scores[primary], None
+
+    def _scoring_net(self) -> GeneratorScoringNet:
+        p = self.params
+        return GeneratorScoringNet(self.gan.generator, p["image_size"], p["channels"], p["score"])

@@ -52,6 +52,7 @@ from distilad.modules.gan import (
     train_epochs,
     update,
 )
+from distilad.modules.scoring import GeneratorScoringNet
 from distilad.params import Float, Int, OneOf
 from distilad.params import Path as PathParam
 
@@ -276,3 +277,9 @@ class PKDGANDetector(Detector):
             t = score_images(self.teacher.generator, *args)
             self.alternative_scores.update({f"teacher_{k}": v for k, v in t.items()})
         return s[primary], None
+
+    def _scoring_net(self) -> GeneratorScoringNet:
+        """The deployed model is the student (the teacher's scores are for comparison only)."""
+        p = self.params
+        return GeneratorScoringNet(self.student.generator, p["image_size"], p["channels"],
+                                   p["score"])

@@ -15,7 +15,7 @@ from distilad.data import ImageSet
 from distilad.data.transforms import iter_batches, resize_map
 from distilad.detector import Detector, register
 from distilad.errors import DataError, DistiladError
-from distilad.methods.rd.model import Student, anomaly_map, rd_loss
+from distilad.methods.rd.model import RDScoringNet, Student, anomaly_map, rd_loss
 from distilad.modules.batchnorm import recompute_batchnorm
 from distilad.modules.schedule import LR_SCHEDULES, make_lr_schedule
 from distilad.params import Bool, Float, ImageSize, Int, OneOf, Path, Seq, Text
@@ -187,6 +187,11 @@ class ReverseDistillation(Detector):
         """(B, S, S) maps -> (B,) image scores: max (default, as RD4AD) or mean."""
         flat = amap.flatten(1)
         return flat.max(1).values if self.params["image_score"] == "max" else flat.mean(1)
+
+    def _scoring_net(self) -> RDScoringNet:
+        p = self.params
+        return RDScoringNet(self.teacher, self.student, int(p["image_size"]), float(p["sigma"]),
+                            p["image_score"])
 
     def map_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) preprocessed images -> (B, S, S) anomaly maps (no resizing back)."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from distilad.modules.scoring import ScoringNet
+
 
 def conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
@@ -162,3 +164,24 @@ def _reflect_index(n: int, r: int, device: torch.device) -> torch.Tensor:
     (d c b a | a b c d | d c b a), which is periodic with period 2n: (n + 2r,) int64."""
     i = torch.remainder(torch.arange(-r, n + r, device=device), 2 * n)
     return torch.where(i < n, i, 2 * n - 1 - i)
+
+
+class RDScoringNet(ScoringNet):
+    """RD's scoring path in one module (for ONNX export): teacher -> student -> :func:`anomaly_map`
+    -> image score (max or mean of the map), as ``ReverseDistillation._score`` computes them.
+    Input (N, 3, S, S) in [0, 1]; returns (scores (N,), maps (N, S, S))."""
+
+    def __init__(self, teacher: nn.Module, student: Student, image_size: int, sigma: float,
+                 image_score: str):
+        super().__init__(image_size, channels=3, has_maps=True)
+        self.teacher = teacher
+        self.student = student
+        self.sigma = float(sigma)
+        self.image_score = image_score
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.teacher(x)
+        amap = anomaly_map(t, self.student(t), self.image_size, self.sigma)
+        flat = amap.flatten(1)
+        scores = flat.amax(1) if self.image_score == "max" else flat.mean(1)
+        return scores, amap
