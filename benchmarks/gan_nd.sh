@@ -23,10 +23,11 @@ case $MODE in
   *) echo "gan_nd.sh: mode must be quick, cpu or full, got '$MODE'" >&2; exit 2;;
 esac
 run() { OMP_NUM_THREADS=1 "$BIN" bench --data-root "$ROOT" --no-markdown "$@"; }
-# student sizes giving the paper's computation ratios (methods/pkdgan/README.md)
-student() { case $1 in cifar10) echo "--set student_width=10 --set student_nz=32";;
-                       mnist) echo "--set student_width=3 --set student_nz=32";;
-                       fashion-mnist) echo "--set student_width=1 --set student_nz=100";; esac; }
+# student (width, nz) giving the paper's computation ratios in generator FLOPs at 32 px
+# (methods/pkdgan/README.md): CIFAR-10 24.2:1 (paper 24.45), MNIST 311.2:1 (311.11),
+# Fashion-MNIST 695.5:1 (700)
+student_size() { case $1 in cifar10) echo "12 8";; mnist) echo "3 36";;
+                            fashion-mnist) echo "2 4";; esac; }
 edegan_sweep() {
   for ds in cifar10 mnist fashion-mnist; do
     run --method edegan --dataset $ds --seeds $E_SEEDS --name e$E --set epochs=$E
@@ -41,11 +42,13 @@ batch_study() {
   done
 }
 pkdgan_sweep() {  # $1: dataset. "fixed" first: it trains (and caches) the teacher the others reuse
+  local sw sz
+  read -r sw sz <<< "$(student_size "$1")"
   for sch in fixed two-step alone; do
-    # shellcheck disable=SC2046
     run --method pkdgan --dataset "$1" --classes $PK_CLASSES --seeds $PK_SEEDS \
-        --name $sch-t$TE-s$S1-$S2 --set schedule=$sch --set teacher_epochs=$TE \
-        --set step1_epochs=$S1 --set step2_epochs=$S2 $(student "$1")
+        --name $sch-t$TE-s$S1-$S2-w${sw}z$sz --set schedule=$sch --set teacher_epochs=$TE \
+        --set step1_epochs=$S1 --set step2_epochs=$S2 \
+        --set student_width=$sw --set student_nz=$sz
   done
 }
 set -- $PK_SETS

@@ -23,7 +23,7 @@ from distilad.methods.edegan.model import Generator, count_flops
 from distilad.modules.gan import latent_score
 
 # dataset: (channels, student width, student nz) giving the paper's computation ratios
-STUDENTS = {"mnist": (1, 3, 32), "fashion-mnist": (1, 1, 100), "cifar10": (3, 10, 32)}
+STUDENTS = {"mnist": (1, 3, 36), "fashion-mnist": (1, 2, 4), "cifar10": (3, 12, 8)}
 TEACHER = (64, 100)  # width, nz
 SIZE = 32
 

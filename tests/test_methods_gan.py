@@ -148,3 +148,28 @@ def test_pkdgan_teacher_cache_gives_the_same_model(shared_data, tmp_path) -> Non
     third = distilad.create_detector("pkdgan", teacher_cache=str(cache), **kw).fit(normal)
     assert third.fit_info["teacher_from_cache"] is False
     np.testing.assert_allclose(third.score(test).image_scores, want, rtol=1e-5)
+
+
+def test_channels_last_training_matches_and_is_undone(shared_data, tmp_path, monkeypatch) -> None:
+    """On the CPU a width >= 8 net at batch >= 32 trains in channels-last order: same losses and
+    scores as the default order up to rounding, and the fitted model is back in the default
+    order (saving needs contiguous tensors)."""
+    import distilad.methods.edegan.detector as edegan_detector
+    from distilad.modules.gan import training_memory_format
+
+    cpu = torch.device("cpu")
+    assert training_memory_format(cpu, 8, 32) is torch.channels_last
+    assert training_memory_format(cpu, 8, 16) is torch.contiguous_format
+    assert training_memory_format(cpu, 3, 64) is torch.contiguous_format
+    normal, test, _ = _digits(shared_data, 2, 72)
+    kw = dict(epochs=1, width=8, nz=8, batch_size=32, progress=False, device="cpu", seed=5)
+    fast = distilad.create_detector("edegan", **kw).fit(normal, validation=None)
+    assert all(q.is_contiguous() for q in fast.gan.parameters())
+    monkeypatch.setattr(edegan_detector, "training_memory_format",
+                        lambda *a: torch.contiguous_format)
+    plain = distilad.create_detector("edegan", **kw).fit(normal, validation=None)
+    np.testing.assert_allclose(fast.fit_info["loss_history_g_d"],
+                               plain.fit_info["loss_history_g_d"], rtol=1e-3)
+    want = plain.score(test).image_scores
+    np.testing.assert_allclose(fast.score(test).image_scores, want, rtol=1e-2, atol=1e-6)
+    fast.save(tmp_path / "m.distilad")

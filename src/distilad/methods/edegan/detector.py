@@ -19,6 +19,7 @@ from distilad.modules.gan import (
     resolve_channels,
     score_images,
     train_epochs,
+    training_memory_format,
 )
 from distilad.modules.scoring import GeneratorScoringNet
 from distilad.params import Float, ImageSize, Int, OneOf, Param, Seq
@@ -79,6 +80,8 @@ class EDEGANDetector(Detector):
     def _fit(self, train: ImageSet, holdout: ImageSet) -> dict[str, Any]:
         p = self.params
         data = load_tensor(train, p["image_size"], p["channels"])
+        fmt = training_memory_format(self.device, p["width"], p["batch_size"])
+        self.gan.to(memory_format=fmt)  # before the optimisers: parameters change in place
         opt_g, opt_d = make_optimizers(self.gan, p["lr"], p["betas"])
         weights = loss_weights(p)
         resets = 0
@@ -92,8 +95,8 @@ class EDEGANDetector(Detector):
         self.gan.train()
         history = train_epochs(data, p["epochs"], p["batch_size"],
                                torch.Generator().manual_seed(int(p["seed"])), step, self.device,
-                               "edegan fit", p["progress"])
-        self.gan.eval()
+                               "edegan fit", p["progress"], fmt)
+        self.gan.to(memory_format=torch.contiguous_format).eval()
         return {"epochs": len(history), "loss_history_g_d": history,
                 "discriminator_resets": resets,
                 "generator_flops": count_flops(self.gan.generator, p["image_size"], p["channels"]),

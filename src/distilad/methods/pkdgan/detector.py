@@ -50,6 +50,7 @@ from distilad.modules.gan import (
     resolve_channels,
     score_images,
     train_epochs,
+    training_memory_format,
     update,
 )
 from distilad.modules.scoring import GeneratorScoringNet
@@ -124,19 +125,24 @@ class PKDGANDetector(Detector):
         return {"teacher": self.teacher, "student": self.student, "proj": self.proj}
 
     def _epochs(self, data: torch.Tensor, epochs: int, desc: str,
-                step: Callable[[torch.Tensor], tuple[float, float]]) -> list[list[float]]:
-        """``epochs`` passes of ``step``; per epoch [mean generator loss, mean discriminator
-        loss]. Each phase shuffles with its own seeded order."""
+                step: Callable[[torch.Tensor], tuple[float, float]],
+                fmt: torch.memory_format) -> list[list[float]]:
+        """``epochs`` passes of ``step`` on batches in ``fmt``; per epoch [mean generator loss,
+        mean discriminator loss]. Each phase shuffles with its own seeded order."""
         p = self.params
         order = torch.Generator().manual_seed(int(p["seed"]) + zlib.crc32(desc.encode()) % 1000)
         return train_epochs(data, epochs, p["batch_size"], order, step, self.device, desc,
-                            p["progress"])
+                            p["progress"], fmt)
 
     def _fit(self, train: ImageSet, holdout: ImageSet) -> dict[str, Any]:
         p = self.params
         schedule = p["schedule"]
         data = load_tensor(train, p["image_size"], p["channels"])
         lr, betas, weights = p["lr"], p["betas"], loss_weights(p)
+        t_fmt = training_memory_format(self.device, p["width"], p["batch_size"])
+        s_fmt = training_memory_format(self.device, p["student_width"], p["batch_size"])
+        self.teacher.to(memory_format=t_fmt)  # before the optimisers: changed in place
+        self.student.to(memory_format=s_fmt)
         opt_tg, opt_td = make_optimizers(self.teacher, lr, betas)
         opt_sg, opt_sd = make_optimizers(self.student, lr, betas)
         opt_proj = torch.optim.Adam(self.proj.parameters(), lr=lr, betas=tuple(betas))
@@ -182,7 +188,7 @@ class PKDGANDetector(Detector):
             if cached is None:
                 info["teacher_loss"] = self._epochs(
                     data, p["teacher_epochs"], "teacher",
-                    alone_step(self.teacher, "teacher", opt_tg, opt_td))
+                    alone_step(self.teacher, "teacher", opt_tg, opt_td), t_fmt)
                 trained["teacher"] = len(info["teacher_loss"])
                 self._save_cached_teacher(train, info["teacher_loss"])
             else:
@@ -194,18 +200,19 @@ class PKDGANDetector(Detector):
         if schedule == "alone":
             info["student_loss"] = self._epochs(
                 data, p["step1_epochs"] + p["step2_epochs"], "student alone",
-                alone_step(self.student, "student", opt_sg, opt_sd))
+                alone_step(self.student, "student", opt_sg, opt_sd), s_fmt)
             trained["alone"] = len(info["student_loss"])
         if schedule in ("two-step", "fixed"):
             e1 = p["step1_epochs"] + (p["step2_epochs"] if schedule == "fixed" else 0)
-            info["step1_loss"] = self._epochs(data, e1, "step 1 (teacher fixed)", fixed_step)
+            info["step1_loss"] = self._epochs(data, e1, "step 1 (teacher fixed)", fixed_step,
+                                              s_fmt)
             trained["step1"] = len(info["step1_loss"])
         if schedule in ("two-step", "joint"):
             e2 = p["step2_epochs"] + (p["step1_epochs"] if schedule == "joint" else 0)
-            info["step2_loss"] = self._epochs(data, e2, "step 2 (joint)", joint_step)
+            info["step2_loss"] = self._epochs(data, e2, "step 2 (joint)", joint_step, t_fmt)
             trained["step2"] = len(info["step2_loss"])
-        self.teacher.eval()
-        self.student.eval()
+        for gan in (self.teacher, self.student):
+            gan.to(memory_format=torch.contiguous_format).eval()
         size, nc = p["image_size"], p["channels"]
         tf = count_flops(self.teacher.generator, size, nc)
         sf = count_flops(self.student.generator, size, nc)
