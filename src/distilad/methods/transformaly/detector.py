@@ -1,0 +1,294 @@
+"""Transformaly detector: frozen block teacher, cloned-block student, two Gaussian densities."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from distilad.backbones.block_cache import block_features, boundary_bytes
+from distilad.backbones.blocks import VIT_PREFIXES, BlockTeacher, create_block_teacher
+from distilad.data import ImageSet
+from distilad.data.base import SubsetImageSet
+from distilad.data.transforms import iter_batches, stack_images
+from distilad.detector import Detector, register
+from distilad.errors import DataError, DistiladError
+from distilad.methods.transformaly.density import Gaussian, Whitening
+from distilad.methods.transformaly.model import (
+    CloneStudent,
+    block_mse,
+    boundaries_needed,
+    distillation_loss,
+)
+from distilad.modules.batchnorm import recompute_batchnorm
+from distilad.params import Bool, Float, ImageSize, Int, Param, Path, Text, _Refused
+
+LITE_TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+#: blocks left out by ``blocks="auto"``: the first two, as the official code scores blocks 2-11
+#: of ViT-B/16's 12
+AUTO_SKIP = 2
+
+
+class BlockList(Param):
+    """``"auto"`` or a non-empty list of distinct block indices >= 0 (checked against the
+    teacher's block count when it is built)."""
+
+    def describe(self) -> str:
+        return "'auto' or a non-empty list of distinct block indices >= 0"
+
+    def check(self, value: Any) -> Any:
+        if value == "auto":
+            return "auto"
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+            raise _Refused
+        out = tuple(Int(min=0).check(v) for v in value)
+        if len(set(out)) != len(out):
+            raise _Refused
+        return tuple(sorted(out))
+
+
+@register
+class Transformaly(Detector):
+    """Transformaly (Cohen & Avidan, CVPRW 2022). See methods/transformaly/README.md."""
+
+    name = "transformaly"
+    defaults = {
+        "backbone": "efficientnet_lite0",
+        "weights": None,
+        "image_size": 128,
+        "blocks": "auto",
+        "epochs": 5,
+        "batch_size": 32,
+        "lr": 1e-4,
+        "whitening_threshold": 0.9,
+        "precise_bn": True,
+        "score_batch_size": 64,
+        "feature_cache": None,
+        "max_cached_mb": 2048.0,
+    }
+    param_specs = {
+        "backbone": Text(),
+        "weights": Path("file", special=("random",)),
+        # Lite's stem and stages halve the size five times; a ViT needs whole patches (checked
+        # with the patch size in _check_combination)
+        "image_size": ImageSize(32, step=1),
+        "blocks": BlockList(),
+        "epochs": Int(min=1),
+        # BatchNorm of the cloned Lite stages needs 2+ samples per batch
+        "batch_size": Int(min=2),
+        "lr": Float(0.0, open_low=True),
+        "whitening_threshold": Float(0.0, 1.0, open_low=True),
+        "precise_bn": Bool(),
+        "score_batch_size": Int(min=1),
+        "feature_cache": Path("folder"),
+        # teacher boundaries of the training set are kept in memory when they fit in this many
+        # MB, else recomputed every batch; 0 = always recompute
+        "max_cached_mb": Float(0.0),
+    }
+
+    @classmethod
+    def _check_combination(cls, p: dict[str, Any]) -> None:
+        backbone, weights = p["backbone"], p["weights"]
+        if backbone in LITE_TEACHERS:
+            return
+        if not backbone.startswith(VIT_PREFIXES):
+            raise DistiladError(f"transformaly: unknown backbone {backbone!r}; use "
+                                f"{', '.join(LITE_TEACHERS)} (offline weights) or a timm ViT / "
+                                "DeiT name (vit_base_patch16_384, ...) with weights=PATH")
+        import timm
+
+        if not timm.is_model(backbone):
+            raise DistiladError(f"transformaly: timm has no model {backbone!r}")
+        if weights is None:
+            raise DistiladError(f"transformaly: teacher {backbone} needs its weights from a local "
+                                "file: weights=PATH (nothing is downloaded)")
+        patch = _patch_size(backbone)
+        if patch and p["image_size"] % patch:
+            raise DistiladError(f"transformaly: image_size must be a multiple of {backbone}'s "
+                                f"patch size {patch}, got {p['image_size']}")
+
+    # --- networks ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        p = self.params
+        loading = getattr(self, "_loading", False)
+        weights = "random" if loading else p["weights"]  # a saved teacher comes from the file
+        self.teacher: BlockTeacher = create_block_teacher(p["backbone"], weights,
+                                                          int(p["image_size"])).to(self.device)
+        if loading:
+            self.teacher.weights_id = self._teacher_id
+        n = self.teacher.n_blocks
+        blocks = (tuple(range(min(AUTO_SKIP, n - 1), n)) if p["blocks"] == "auto"
+                  else tuple(p["blocks"]))
+        if max(blocks) >= n:
+            raise DistiladError(f"transformaly: blocks {list(blocks)} out of range; "
+                                f"{p['backbone']} has blocks 0..{n - 1}")
+        self.block_ids = blocks
+        self.student = CloneStudent(self.teacher, blocks).to(self.device)
+        state = getattr(self, "_density_shapes", None)
+        if state is not None:  # loading: the density tensors come from the file
+            self.whitening = Whitening(state["feature_dim"], state["n_components"])
+            self.pretrained_density = Gaussian(state["n_components"])
+            self.ts_density = Gaussian(len(blocks))
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"teacher": self.teacher, "student": self.student, "whitening": self.whitening,
+                "pretrained_density": self.pretrained_density, "ts_density": self.ts_density}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"teacher": self.teacher.identity, "blocks": list(self.block_ids),
+                "feature_dim": self.teacher.feature_dim,
+                "n_components": self.whitening.n_components}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self._loading = True
+        self._teacher_id = state.get("teacher", "unknown").split("@")[-1]
+        self._density_shapes = {"feature_dim": int(state["feature_dim"]),
+                                "n_components": int(state["n_components"])}
+
+    # --- training ------------------------------------------------------------------------------
+    def _fit(self, train: ImageSet, holdout: ImageSet) -> dict[str, Any]:
+        p = self.params
+        progress = bool(p["progress"])
+        if len(train) < 2:
+            raise DataError(f"transformaly needs at least 2 training images, got {len(train)} "
+                            f"after holding out {len(holdout)}; give more normal images")
+        size, bs = int(p["image_size"]), int(p["batch_size"])
+        keep = boundaries_needed(self.block_ids)
+        t0 = time.perf_counter()
+        in_memory = self._fits_in_memory(train, keep)
+        pooled, parts = block_features(self.teacher, train, size, keep if in_memory else (),
+                                       int(p["score_batch_size"]), self.device,
+                                       p["feature_cache"], progress, "teacher features (once)")
+        teacher_seconds = time.perf_counter() - t0
+        n = len(train)
+        opt = torch.optim.Adam(self.student.parameters(), lr=float(p["lr"]))
+        gen = torch.Generator().manual_seed(int(p["seed"]))
+        # BatchNorm needs 2+ samples: a last batch of one is skipped
+        starts = [s for s in range(0, n, bs) if min(bs, n - s) >= 2]
+        history: list[float] = []
+        self._teacher_step_seconds = 0.0
+        bar = tqdm(range(int(p["epochs"])), desc=f"transformaly fit ({n} images)", unit="epoch",
+                   disable=not progress)
+        for _ in bar:
+            self.student.train()
+            perm = torch.randperm(n, generator=gen)
+            total, count = 0.0, 0
+            for start in starts:
+                idx = perm[start:start + bs]
+                t = self._boundaries(train, parts, idx, keep)
+                loss = distillation_loss(self.student(t), t, self.block_ids)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+            history.append(total / max(count, 1))
+            bar.set_postfix(loss=f"{history[-1]:.5f}")
+        ordered = [torch.arange(a, min(a + bs, n)) for a in range(0, n, bs)]
+        if p["precise_bn"]:
+            recompute_batchnorm(self.student, (self._boundaries(train, parts, i, keep)
+                                               for i in ordered if len(i) >= 2))
+        self.student.eval()
+        with torch.inference_mode():
+            train_mse = torch.cat([block_mse(self.student(t), t, self.block_ids).cpu()
+                                   for t in (self._boundaries(train, parts, i, keep)
+                                             for i in ordered)])
+        del parts
+        self.whitening = Whitening.fit(pooled, float(p["whitening_threshold"]))
+        self.pretrained_density = Gaussian.fit(self.whitening(pooled))
+        self.ts_density = Gaussian.fit(train_mse)
+        return {"loss_history": [round(v, 7) for v in history],
+                "epochs": int(p["epochs"]),
+                "blocks": list(self.block_ids),
+                "n_components": self.whitening.n_components,
+                "feature_dim": self.teacher.feature_dim,
+                "train_block_mse": [round(float(v), 7) for v in train_mse.mean(0)],
+                "teacher_boundaries_in_memory": in_memory,
+                "teacher_feature_seconds": round(teacher_seconds + self._teacher_step_seconds, 3)}
+
+    def _fits_in_memory(self, train: ImageSet, keep: tuple[int, ...]) -> bool:
+        """Whether the teacher boundaries of the training set (of its root set when a disk cache
+        serves it) fit in ``max_cached_mb``."""
+        n = len(train)
+        if self.params["feature_cache"] is not None:
+            while isinstance(train, SubsetImageSet):
+                train = train.parent
+            n = max(n, len(train))
+        per_image = boundary_bytes(self.teacher, int(self.params["image_size"]), keep, self.device)
+        return n * per_image <= float(self.params["max_cached_mb"]) * 1e6
+
+    def _boundaries(self, images: ImageSet, parts: dict[int, torch.Tensor], idx: torch.Tensor,
+                    keep: tuple[int, ...]) -> dict[int, torch.Tensor]:
+        """Teacher boundaries ``keep`` of images ``idx``: from memory, else by a teacher pass."""
+        if parts:
+            return {j: _layout(parts[j][idx].to(self.device, non_blocking=True)) for j in keep}
+        x = stack_images(images, idx.tolist(), int(self.params["image_size"])).to(self.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            _, out = self.teacher(x, keep)
+        self._teacher_step_seconds += time.perf_counter() - t0
+        return out
+
+    # --- scoring -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _score(self, images: ImageSet) -> tuple[np.ndarray, None]:
+        """Image scores = -(log-likelihood of the pretrained feature + log-likelihood of the
+        per-block MSE vector); each part is kept in ``alternative_scores`` (negated, so higher
+        is more anomalous there too). No anomaly maps."""
+        self.student.eval()
+        pooled, mse = [], []
+        self.score_teacher_seconds = 0.0
+        for p_feat, t in self._score_batches(images):
+            pooled.append(p_feat.cpu())
+            mse.append(block_mse(self.student(t), t, self.block_ids).cpu())
+        ll_pre = self.pretrained_density.log_likelihood(self.whitening(torch.cat(pooled)))
+        ll_ts = self.ts_density.log_likelihood(torch.cat(mse))
+        self.alternative_scores = {"pretrained": (-ll_pre).numpy(),
+                                   "teacher_student": (-ll_ts).numpy()}
+        self.last_block_mse = torch.cat(mse).numpy()
+        return (-(ll_pre + ll_ts)).numpy(), None
+
+    def _score_batches(self, images: ImageSet
+                       ) -> Iterator[tuple[torch.Tensor, dict[int, torch.Tensor]]]:
+        """(pooled feature, boundaries) per batch: through the disk cache when one is set and the
+        set's boundaries fit in memory, else one teacher pass per batch."""
+        p = self.params
+        size, bs = int(p["image_size"]), int(p["score_batch_size"])
+        keep = boundaries_needed(self.block_ids)
+        if p["feature_cache"] is not None and self._fits_in_memory(images, keep):
+            t0 = time.perf_counter()
+            pooled, parts = block_features(self.teacher, images, size, keep, bs, self.device,
+                                           p["feature_cache"], bool(p["progress"]),
+                                           "teacher (test)")
+            self.score_teacher_seconds = time.perf_counter() - t0
+            for a in range(0, len(images), bs):
+                yield pooled[a:a + bs], {j: _layout(parts[j][a:a + bs].to(self.device))
+                                         for j in keep}
+            return
+        bar = tqdm(total=len(images), desc="transformaly score", unit="img",
+                   disable=not p["progress"] or len(images) < 64, leave=False)
+        for _, x, _ in iter_batches(images, bs, size):
+            t0 = time.perf_counter()
+            pooled, out = self.teacher(x.to(self.device), keep)
+            self.score_teacher_seconds += time.perf_counter() - t0
+            yield pooled, out
+            bar.update(len(x))
+        bar.close()
+
+
+def _layout(t: torch.Tensor) -> torch.Tensor:
+    """Feature maps as channels-last (the layout of the Lite teacher and its clones); token
+    tensors (ViT) unchanged."""
+    return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
+
+
+def _patch_size(name: str) -> int | None:
+    """The patch size in a timm ViT name (``vit_base_patch16_384`` -> 16), None if not named."""
+    import re
+
+    m = re.search(r"patch(\d+)", name)
+    return int(m.group(1)) if m else None
