@@ -11,9 +11,10 @@ machine shared with other jobs slows every variant alike):
 - ``after_compiled`` (``--compile``): generator and discriminator through ``torch.compile``
   (compile time reported apart).
 
-Writes one JSON into benchmarks/results/ (``profile_gan_step_c{channels}_t{threads}.json``) with images/s per
-round and variant, their medians, and the profiler's top operators per step for ``before`` and
-``after``.
+Writes one JSON into benchmarks/results/ (``profile_gan_step_c{channels}_t{threads}.json``,
+``..._compile.json`` with ``--compile``) with images/s per round and variant, their medians, the
+median per-round ratio to ``before``, and the profiler's top operators per step for ``before``
+and ``after``.
 
     OMP_NUM_THREADS=1 python benchmarks/profile_gan_step.py [--rounds 7] [--compile]
 """
@@ -156,7 +157,8 @@ def main() -> None:
         "peak_rss_mb": round(peak_rss_mb(), 1), **environment("cpu"),
         "torch_threads": args.threads, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out = Path(args.results) / f"profile_gan_step_c{args.channels}_t{args.threads}.json"
+    tag = "_compile" if args.compile else ""
+    out = Path(args.results) / f"profile_gan_step_c{args.channels}_t{args.threads}{tag}.json"
     write_json_atomic(out, record)
     print(f"wrote {out}")
 
