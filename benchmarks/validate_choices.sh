@@ -15,16 +15,21 @@ NSEEDS=${2:-0}
 BIN=${DISTILAD_BIN:-.venv/bin/distilad}
 ND=(--set backbone=efficientnet_lite0 --set image_size=32 --set batch_size=64 --set image_score=mean --set epochs=5)
 run() { OMP_NUM_THREADS=1 "$BIN" bench --method rd --data-root "$ROOT" --no-markdown -q "$@"; }
-bottle() {
-  for t in 1 0 2; do
-    run --dataset mvtec --classes bottle --seeds 0,1,2 --name v-lite$t-e20 \
-        --set epochs=20 --set backbone=efficientnet_lite$t
+bottle() {  # seed by seed, so that an interrupted sweep still compares the teachers on equal seeds
+  for s in 0 1 2; do
+    for t in 1 0 2; do
+      run --dataset mvtec --classes bottle --seeds $s --name v-lite$t-e20 \
+          --set epochs=20 --set backbone=efficientnet_lite$t
+    done
   done
 }
-novelty() {
+novelty() {  # class by class, both schedules, for the same reason
   for ds in mnist cifar10 fashion-mnist; do
-    run --dataset $ds --seeds "$NSEEDS" --name v-nd32-e5 "${ND[@]}"
-    run --dataset $ds --seeds "$NSEEDS" --name v-nd32-e5-cos "${ND[@]}" --set lr_schedule='"cosine"'
+    for c in 0 1 2 3 4 5 6 7 8 9; do
+      run --dataset $ds --classes $c --seeds "$NSEEDS" --name v-nd32-e5 "${ND[@]}"
+      run --dataset $ds --classes $c --seeds "$NSEEDS" --name v-nd32-e5-cos "${ND[@]}" \
+          --set lr_schedule='"cosine"'
+    done
   done
 }
 { bottle; novelty; } & a=$!

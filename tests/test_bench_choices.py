@@ -9,6 +9,7 @@ STUDY = Study("teacher", "rd", ("mvtec",), "mvtec",
 
 def _run(cfg: str, val: float, test: float) -> dict:
     return {"method": "rd", "protocol": "mvtec", "dataset": "mvtec", "config": cfg,
+            "category": "bottle", "seed": 0,
             "metrics": {"image_auroc": test},
             "validation": {"metrics": {"image_auroc": val, "pixel_auroc": 0.9}}}
 
@@ -32,3 +33,11 @@ def test_full_tie_goes_to_the_first_candidate_and_missing_runs_decide_nothing():
     lines = study_table(STUDY, [_run("cfg-b", 0.99, 0.99)])
     assert not any("**yes**" in r for r in lines)
     assert study_table(STUDY, []) == []
+
+
+def test_candidates_are_compared_on_the_runs_they_share():
+    extra = _run("cfg-b", 0.50, 0.5)
+    extra["seed"] = 1  # only b has seed 1: left out, else b's mean would drop below a's
+    runs = [_run("cfg-a", 0.90, 0.9), _run("cfg-b", 0.95, 0.9), extra]
+    lines = study_table(STUDY, runs)
+    assert _chosen(lines) == "b"

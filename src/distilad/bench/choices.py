@@ -67,16 +67,24 @@ def _mean(values: list[float]) -> float:
 
 
 def study_table(study: Study, runs: list[dict[str, Any]]) -> list[str]:
-    """Markdown lines for one study; [] when no candidate has validated runs yet."""
+    """Markdown lines for one study; [] when no candidate has validated runs yet. Candidates
+    are compared on the (class, seed) pairs that all of them have, per dataset."""
     by_cfg: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in runs:
         if r.get("method") == study.method and r.get("protocol") == study.protocol:
             by_cfg[(r["config"], r["dataset"])].append(r)
+    # compare on equal terms: per dataset, only the (class, seed) pairs every candidate has
+    common: dict[str, set] = {}
+    for ds in study.datasets:
+        keysets = [{(r["category"], r["seed"]) for r in by_cfg.get((cfg, ds), [])
+                    if r.get("validation")} for _, cfg, _, _ in study.candidates]
+        common[ds] = set.intersection(*keysets) if keysets else set()
     rows = []
     for label, cfg, vkey, tkey in study.candidates:
         per_ds = []
         for ds in study.datasets:
-            rs = [r for r in by_cfg.get((cfg, ds), []) if r.get("validation")]
+            rs = [r for r in by_cfg.get((cfg, ds), []) if r.get("validation")
+                  and (r["category"], r["seed"]) in common[ds]]
             per_ds.append((len(rs), _mean([_val(r, vkey) for r in rs]),
                            _mean([_test(r, tkey) for r in rs]),
                            tuple(_mean([_val(r, k) for r in rs]) for k in _TIE_BREAK)))
