@@ -3,7 +3,7 @@ test images. Writes one JSON into benchmarks/results/.
 
     python benchmarks/speed_export.py [--backbone efficientnet_lite1] [--threads 2] [--data DIR]
 
-Trains RD for one epoch (the weights' values do not change the speed), exports it with
+Trains RD for one epoch on 60 images (the weights' values do not change the speed), exports it with
 ``Detector.export_onnx`` and times, in one process with the same number of threads, ms/image at
 batch 1 and 16 on uint8 bottle test images at the model's size:
 
@@ -14,28 +14,47 @@ batch 1 and 16 on uint8 bottle test images at the model's size:
   (as ``speed_rd.py``'s ``infer_ms``), and ``torch_teacher`` the teacher alone.
 
 Then the whole test split is scored through ``det.score`` and ``OnnxModel.score`` and the largest
-differences are recorded. Timings are medians after a warm-up; other processes on the machine
-make them indicative (the load average is recorded beside them).
+differences are recorded. Timings: median and minimum per image over rounds that call every
+path in turn (so that all meet the same load), after a warm-up; other processes on the machine
+make them indicative (the load average is recorded beside them), the minimum less so.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import distilad
-from distilad.bench.record import environment, median_seconds, peak_rss_mb, write_json_atomic
+from distilad.bench.record import environment, peak_rss_mb, write_json_atomic
 from distilad.cli import demo_data_path
-from distilad.data import mvtec_test
+from distilad.data import mvtec_test, mvtec_train
 from distilad.data.transforms import stack_images
 from distilad.export import DeployedGraph
 from distilad.onnx_model import OnnxModel, to_uint8_rgb
+
+
+def interleaved_seconds(runs: dict[str, Callable[[], object]], repeats: int
+                        ) -> dict[str, list[float]]:
+    """Wall seconds of each call of ``runs``, ``repeats`` rounds after one warm-up round; every
+    round calls each function once in turn, so that all of them meet the same load from other
+    processes (one after the other, the last would meet a different machine than the first)."""
+    for fn in runs.values():
+        fn()
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
 
 
 def main() -> None:
@@ -44,7 +63,9 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", default=str(demo_data_path()))
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="rounds at batch 16 (4x at batch 1)")
+    ap.add_argument("--train-images", type=int, default=60,
+                    help="normal images to fit on (the speed does not depend on them)")
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -52,7 +73,8 @@ def main() -> None:
 
     det = distilad.create_detector("rd", backbone=args.backbone, image_size=args.image_size,
                                    epochs=1, progress=False, device="cpu")
-    det.fit(args.data, validation=None)
+    train = mvtec_train(args.data)
+    det.fit(train.subset(range(min(args.train_images, len(train)))), validation=None)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         onnx_file = det.export_onnx(Path(tmp) / "rd.onnx")
@@ -70,7 +92,6 @@ def main() -> None:
         load_before = os.getloadavg()
         with torch.inference_mode():
             for bs in (1, 16):
-                reps = args.repeats * (4 if bs == 1 else 1)
                 u, x = u16[:bs], x16[:bs]
                 runs = {
                     "onnxruntime": lambda u=u: model.session.run(None, {"images": u}),
@@ -78,8 +99,10 @@ def main() -> None:
                     "torch_scoring_net": lambda x=x: net(x),
                     "torch_teacher": lambda x=x: det.teacher(x),
                 }
-                for name, fn in runs.items():
-                    timings[f"{name}_ms_b{bs}"] = 1000 * median_seconds(fn, reps) / bs
+                per_image = interleaved_seconds(runs, args.repeats * (4 if bs == 1 else 1))
+                for name, seconds in per_image.items():
+                    timings[f"{name}_ms_b{bs}"] = 1000 * statistics.median(seconds) / bs
+                    timings[f"{name}_ms_b{bs}_min"] = 1000 * min(seconds) / bs
         load_after = os.getloadavg()
 
         t0 = time.perf_counter()
@@ -101,8 +124,8 @@ def main() -> None:
     timings["score_api_ms_per_image_torch"] = 1000 * torch_api / len(test)
     timings["score_api_ms_per_image_onnx"] = 1000 * onnx_api / len(test)
     for bs in (1, 16):
-        timings[f"speedup_onnx_vs_torch_graph_b{bs}"] = (timings[f"torch_graph_ms_b{bs}"]
-                                                         / timings[f"onnxruntime_ms_b{bs}"])
+        timings[f"speedup_onnx_vs_torch_graph_b{bs}_min"] = (
+            timings[f"torch_graph_ms_b{bs}_min"] / timings[f"onnxruntime_ms_b{bs}_min"])
     record = {
         "kind": "speed_export",
         "model": f"rd {args.backbone} {args.image_size}px",
