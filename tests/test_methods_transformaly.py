@@ -390,3 +390,30 @@ def test_vit_fit_save_load(tmp_path: Path) -> None:
     auto = distilad.create_detector("transformaly", **{**VIT_FIT, "blocks": "auto"})
     auto._build()
     assert auto.block_ids == tuple(range(2, 12))
+
+
+def test_memory_budget_decides_what_is_kept(tmp_path: Path) -> None:
+    """Boundaries of the whole set within max_cached_mb: kept and cached on disk; of the
+    training part only: kept in memory, not on disk; neither: recomputed per batch."""
+    from distilad.backbones.block_cache import boundary_bytes
+
+    imgs = np.random.default_rng(0).random((10, 64, 64, 3), dtype=np.float32)
+    t = create_block_teacher("efficientnet_lite0", "random")
+    per_image = boundary_bytes(t, 64, boundaries_needed([3, 4]), "cpu")
+    for n_fit, in_memory, files in [(10.5, True, 1), (9.5, True, 0), (5, False, 0)]:
+        cache = tmp_path / f"c{n_fit}"
+        det = distilad.create_detector("transformaly", **{
+            **FIT, "epochs": 1, "weights": "random", "blocks": [3, 4], "holdout_fraction": 0.2,
+            "feature_cache": str(cache), "max_cached_mb": n_fit * per_image / 1e6})
+        det.fit(imgs, validation=None)
+        assert det.fit_info["teacher_boundaries_in_memory"] is in_memory, n_fit
+        entries = list(cache.glob("*.safetensors"))
+        with_blocks = [e for e in entries if "b3" in _read_keys(e)]
+        assert len(with_blocks) == files, n_fit
+
+
+def _read_keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return list(f.keys())

@@ -25,7 +25,7 @@ from distilad.methods.transformaly.model import (
     distillation_loss,
 )
 from distilad.modules.batchnorm import recompute_batchnorm
-from distilad.params import Bool, Float, ImageSize, Int, Param, Path, Text, _Refused
+from distilad.params import Bool, Float, Int, Param, Path, Text, _Refused
 
 LITE_TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 #: blocks left out by ``blocks="auto"``: the first two, as the official code scores blocks 2-11
@@ -75,7 +75,7 @@ class Transformaly(Detector):
         "weights": Path("file", special=("random",)),
         # Lite's stem and stages halve the size five times; a ViT needs whole patches (checked
         # with the patch size in _check_combination)
-        "image_size": ImageSize(32, step=1),
+        "image_size": Int(min=32),
         "blocks": BlockList(),
         "epochs": Int(min=1),
         # BatchNorm of the cloned Lite stages needs 2+ samples per batch
@@ -159,10 +159,17 @@ class Transformaly(Detector):
         size, bs = int(p["image_size"]), int(p["batch_size"])
         keep = boundaries_needed(self.block_ids)
         t0 = time.perf_counter()
-        in_memory = self._fits_in_memory(train, keep)
+        cache = p["feature_cache"]
+        if cache is not None and self._fits_in_memory(_root(train), keep):
+            in_memory = True  # on disk too: the root set's entry serves every class and seed
+        else:
+            # the boundaries of this set alone in memory when they fit, never on disk; the
+            # (small) pooled features are cached either way
+            in_memory = self._fits_in_memory(train, keep)
+            cache = None if in_memory else cache
         pooled, parts = block_features(self.teacher, train, size, keep if in_memory else (),
-                                       int(p["score_batch_size"]), self.device,
-                                       p["feature_cache"], progress, "teacher features (once)")
+                                       int(p["score_batch_size"]), self.device, cache, progress,
+                                       "teacher features (once)")
         teacher_seconds = time.perf_counter() - t0
         n = len(train)
         opt = torch.optim.Adam(self.student.parameters(), lr=float(p["lr"]))
@@ -210,16 +217,10 @@ class Transformaly(Detector):
                 "teacher_boundaries_in_memory": in_memory,
                 "teacher_feature_seconds": round(teacher_seconds + self._teacher_step_seconds, 3)}
 
-    def _fits_in_memory(self, train: ImageSet, keep: tuple[int, ...]) -> bool:
-        """Whether the teacher boundaries of the training set (of its root set when a disk cache
-        serves it) fit in ``max_cached_mb``."""
-        n = len(train)
-        if self.params["feature_cache"] is not None:
-            while isinstance(train, SubsetImageSet):
-                train = train.parent
-            n = max(n, len(train))
+    def _fits_in_memory(self, images: ImageSet, keep: tuple[int, ...]) -> bool:
+        """Whether the teacher boundaries ``keep`` of ``images`` fit in ``max_cached_mb``."""
         per_image = boundary_bytes(self.teacher, int(self.params["image_size"]), keep, self.device)
-        return n * per_image <= float(self.params["max_cached_mb"]) * 1e6
+        return len(images) * per_image <= float(self.params["max_cached_mb"]) * 1e6
 
     def _boundaries(self, images: ImageSet, parts: dict[int, torch.Tensor], idx: torch.Tensor,
                     keep: tuple[int, ...]) -> dict[int, torch.Tensor]:
@@ -259,7 +260,7 @@ class Transformaly(Detector):
         p = self.params
         size, bs = int(p["image_size"]), int(p["score_batch_size"])
         keep = boundaries_needed(self.block_ids)
-        if p["feature_cache"] is not None and self._fits_in_memory(images, keep):
+        if p["feature_cache"] is not None and self._fits_in_memory(_root(images), keep):
             t0 = time.perf_counter()
             pooled, parts = block_features(self.teacher, images, size, keep, bs, self.device,
                                            p["feature_cache"], bool(p["progress"]),
@@ -278,6 +279,13 @@ class Transformaly(Detector):
             yield pooled, out
             bar.update(len(x))
         bar.close()
+
+
+def _root(images: ImageSet) -> ImageSet:
+    """The set at the bottom of a chain of subsets: what the feature cache stores."""
+    while isinstance(images, SubsetImageSet):
+        images = images.parent
+    return images
 
 
 def _layout(t: torch.Tensor) -> torch.Tensor:
