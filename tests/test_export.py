@@ -71,8 +71,11 @@ def test_rd_onnx_matches_pytorch_on_bottle(rd_export, bottle_dir: Path) -> None:
     det, _, onnx_file, _ = rd_export
     test = image_folder(bottle_dir / "test")
     want = det.score(test)
-    got = OnnxModel(onnx_file, threads=1).score(test)
+    model = OnnxModel(onnx_file, threads=1)
+    got = model.score(test)
     _assert_same(want, got)
+    # RD's score_batch_size "auto": onnxruntime's batch size was measured too
+    assert model.batch_measurement["batch_size"] in model.batch_measurement["ms_per_image"]
     assert got.anomaly_maps.shape == want.anomaly_maps.shape == (len(test), 256, 256)
     assert np.abs(got.anomaly_maps - want.anomaly_maps).max() < MAP_ATOL
 

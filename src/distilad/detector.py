@@ -193,6 +193,17 @@ class Detector:
         raise ExportError(f"{self.name} cannot be exported to ONNX yet (only rd, edegan and pkdgan "
                           f"can); use the .distilad model file with distilad")
 
+    def _score_batch_size(self, n_images: int | None = None) -> int:
+        """Images per forward pass when scoring ``n_images`` images: ``score_batch_size``, or
+        for ``"auto"`` the size measured fastest per image on this device and thread count
+        (:mod:`distilad.autobatch`; the figures are left in ``batch_measurement``)."""
+        value = self.params.get("score_batch_size", 16)
+        if value != "auto":
+            return int(value)
+        from distilad.autobatch import measured_batch_size
+
+        return measured_batch_size(self, n_images)
+
     def _prepare(self, train: ImageSet) -> None:
         """Resolve data-dependent arguments (e.g. ``channels="auto"``) before ``_build``."""
 

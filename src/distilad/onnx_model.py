@@ -77,6 +77,8 @@ class OnnxModel:
         self.calibration = Calibration.from_dict(cal)
         self.has_maps = bool(self.info["has_maps"])
         self.image_size = int(self.info["image_size"])
+        self._measurements: dict[int, dict[str, Any]] = {}
+        self.batch_measurement: dict[str, Any] | None = None
 
     def _check_signature(self) -> None:
         """The graph takes and gives what its description says (else the file was edited or
@@ -106,11 +108,11 @@ class OnnxModel:
         """Scores (and maps at input resolution) of ``data`` (anything
         :func:`distilad.data.as_image_set` takes); see :class:`distilad.ScoreResult`.
         Consecutive images of the same size share one onnxruntime call of up to ``batch_size``
-        images (default: the model's ``score_batch_size``)."""
+        images (default: the model's ``score_batch_size``, measured for ``"auto"``)."""
         from distilad.data import as_image_set
 
         images = as_image_set(data, split="test")
-        bs = int(batch_size or self.params.get("score_batch_size") or DEFAULT_BATCH_SIZE)
+        bs = int(batch_size or self._batch_size(len(images)))
         names = output_names(self.has_maps)
         parts: dict[str, list[np.ndarray]] = {n: [] for n in names if n != "threshold"}
         seconds = 0.0
@@ -136,6 +138,29 @@ class OnnxModel:
                            names=list(images.names),
                            normalized_scores=cat("normalized_scores", np.float64),
                            labels=cat("labels", np.int64), seconds=seconds)
+
+    def _batch_size(self, n_images: int) -> int:
+        """The model's ``score_batch_size``; for ``"auto"`` measured with onnxruntime on this
+        machine (:mod:`distilad.autobatch`, figures left in ``batch_measurement``)."""
+        from distilad.autobatch import CPU_CANDIDATES, GPU_CANDIDATES, batch_size_for, choose_batch_size
+
+        value = self.params.get("score_batch_size", DEFAULT_BATCH_SIZE)
+        if value != "auto":
+            return int(value)
+        if n_images <= 1:
+            return 1
+        bucket = 1 << (int(n_images) - 1).bit_length()
+        if bucket not in self._measurements:
+            size = self.image_size
+            on_gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
+
+            def run(b: int) -> None:
+                self.session.run(None, {INPUT_NAME: np.zeros((b, size, size, 3), np.uint8)})
+
+            self._measurements[bucket] = choose_batch_size(
+                run, GPU_CANDIDATES if on_gpu else CPU_CANDIDATES, bucket)
+        self.batch_measurement = self._measurements[bucket]
+        return batch_size_for(self.batch_measurement, n_images)
 
     def predict(self, data: Any) -> np.ndarray:
         """0 (normal) / 1 (anomalous) per image, by the threshold inside the graph."""

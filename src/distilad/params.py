@@ -131,6 +131,21 @@ class OneOf(Param):
         raise _Refused
 
 
+class AutoOr(Param):
+    """``"auto"`` (the value is chosen when it is needed, e.g. measured) or a value of ``inner``."""
+
+    def __init__(self, inner: Param):
+        self.inner = inner
+
+    def describe(self) -> str:
+        return f"'auto' or {self.inner.describe()}"
+
+    def check(self, value: Any) -> Any:
+        if isinstance(value, str) and value == "auto":
+            return value
+        return self.inner.check(value)
+
+
 class Text(Param):
     """A non-empty string."""
 

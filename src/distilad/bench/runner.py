@@ -229,6 +229,7 @@ def _test(det: Any, test: Any) -> dict[str, Any]:
         "score_teacher_seconds": round(float(getattr(det, "score_teacher_seconds", 0.0)), 3),
         "inference_ms_per_image": 1000.0 * result.seconds / max(len(test), 1),
         "inference_batch_size": det.params.get("score_batch_size"),
+        "inference_batch_measurement": getattr(det, "batch_measurement", None),
     }
 
 

@@ -22,7 +22,7 @@ from distilad.modules.gan import (
     training_memory_format,
 )
 from distilad.modules.scoring import GeneratorScoringNet
-from distilad.params import Float, ImageSize, Int, OneOf, Param, Seq
+from distilad.params import AutoOr, Float, ImageSize, Int, OneOf, Param, Seq
 
 GAN_DEFAULTS: dict[str, Any] = {
     "image_size": 32,
@@ -53,7 +53,8 @@ GAN_SPECS: dict[str, Param] = {
     "w_con": Float(0.0),
     "w_enc": Float(0.0),
     "score": OneOf("latent", "reconstruction"),
-    "score_batch_size": Int(min=1),
+    # "auto": measured fastest per image on this machine (distilad.autobatch)
+    "score_batch_size": AutoOr(Int(min=1)),
 }
 
 
@@ -105,7 +106,7 @@ class EDEGANDetector(Detector):
     def _score(self, images: ImageSet) -> tuple[np.ndarray, None]:
         p = self.params
         scores = score_images(self.gan.generator, images, p["image_size"], p["channels"],
-                              p["score_batch_size"], self.device)
+                              self._score_batch_size(len(images)), self.device)
         primary = p["score"]
         self.alternative_scores = {k: v for k, v in scores.items() if k != primary}
         return scores[primary], None

@@ -276,7 +276,8 @@ class PKDGANDetector(Detector):
 
     def _score(self, images: ImageSet) -> tuple[np.ndarray, None]:
         p = self.params
-        args = (images, p["image_size"], p["channels"], p["score_batch_size"], self.device)
+        args = (images, p["image_size"], p["channels"], self._score_batch_size(len(images)),
+                self.device)
         s = score_images(self.student.generator, *args)
         primary = p["score"]
         self.alternative_scores = {k: v for k, v in s.items() if k != primary}

@@ -18,7 +18,7 @@ from distilad.errors import DataError, DistiladError
 from distilad.methods.rd.model import RDScoringNet, Student, anomaly_map, rd_loss
 from distilad.modules.batchnorm import recompute_batchnorm
 from distilad.modules.schedule import LR_SCHEDULES, make_lr_schedule
-from distilad.params import Bool, Float, ImageSize, Int, OneOf, Path, Seq, Text
+from distilad.params import AutoOr, Bool, Float, ImageSize, Int, OneOf, Path, Seq, Text
 
 
 @register
@@ -37,7 +37,7 @@ class ReverseDistillation(Detector):
         "sigma": 4.0,
         "ocbe_blocks": 3,
         "decoder_blocks": (3, 4, 6),
-        "score_batch_size": 16,
+        "score_batch_size": "auto",
         "feature_cache": None,
         "image_score": "max",
         "precise_bn": True,
@@ -57,7 +57,8 @@ class ReverseDistillation(Detector):
         "sigma": Float(0.0),
         "ocbe_blocks": Int(min=1),
         "decoder_blocks": Seq(Int(min=1), 3),
-        "score_batch_size": Int(min=1),
+        # "auto": measured fastest per image on this machine (distilad.autobatch)
+        "score_batch_size": AutoOr(Int(min=1)),
         "feature_cache": Path("folder"),
         "image_score": OneOf("max", "mean"),
         "precise_bn": Bool(),
@@ -99,7 +100,10 @@ class ReverseDistillation(Detector):
         p = self.params
         progress = bool(p["progress"])
         t0 = time.perf_counter()
-        feats = teacher_features(self.teacher, train, p["image_size"], p["score_batch_size"],
+        # training's teacher pass keeps a fixed batch under "auto": a measured one could differ
+        # between runs, and with it the features' last bits and so the trained student
+        teacher_batch = 16 if p["score_batch_size"] == "auto" else p["score_batch_size"]
+        feats = teacher_features(self.teacher, train, p["image_size"], teacher_batch,
                                  self.device, p["feature_cache"], progress,
                                  desc="teacher features (once)")
         teacher_seconds = time.perf_counter() - t0
@@ -150,7 +154,7 @@ class ReverseDistillation(Detector):
         bar = tqdm(total=len(images), desc="rd score", unit="img",
                    disable=not p["progress"] or len(images) < 64, leave=False)
         self.score_teacher_seconds = 0.0
-        for _, x, shapes in iter_batches(images, int(p["score_batch_size"]), size):
+        for _, x, shapes in iter_batches(images, self._score_batch_size(len(images)), size):
             x = x.to(self.device)
             t0 = time.perf_counter()
             t = self.teacher(x)
