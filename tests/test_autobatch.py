@@ -77,3 +77,26 @@ def test_rd_auto_batch_scores_as_batch_one(_tiny_mvtec_master) -> None:
     np.testing.assert_allclose(auto.anomaly_maps, one.anomaly_maps, atol=1e-5)
     with pytest.raises(DistiladError, match="score_batch_size must be 'auto' or an integer >= 1"):
         det.set_params(score_batch_size="fast")
+
+
+def test_a_measurement_for_more_images_serves_fewer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`distilad predict` scores in chunks of 16: the last, shorter chunk reuses the measurement
+    instead of measuring again (the cache is per process, per configuration)."""
+    import distilad.autobatch as ab
+
+    monkeypatch.setattr(ab, "_CACHE", {})
+    measured: list[int | None] = []
+
+    def fake_choose(run, candidates, n_images=None, **kw):
+        measured.append(n_images)
+        return {"batch_size": 4, "ms_per_image": {1: 9.0, 2: 6.0, 4: 5.0}}
+
+    monkeypatch.setattr(ab, "choose_batch_size", fake_choose)
+    det = distilad.create_detector("rd", backbone="efficientnet_lite0", image_size=32,
+                                   ocbe_blocks=1, decoder_blocks=[1, 1, 1], device="cpu")
+    det._build()
+    assert ab.measured_batch_size(det, 16) == 4
+    assert ab.measured_batch_size(det, 3) == 2 and ab.measured_batch_size(det, 9) == 4
+    assert measured == [16]
+    assert ab.measured_batch_size(det, 100) == 4 and measured == [16, 128]
+    assert ab.measured_batch_size(det, 1) == 1 and len(measured) == 2

@@ -27,7 +27,9 @@ GPU_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: a size within this factor of the best per-image time counts as equally fast.
 TOLERANCE = 1.05
 
-_CACHE: dict[str, dict[str, Any]] = {}
+#: measurements by configuration, then by the number of images they were made for.
+_CACHE: dict[str, dict[int, dict[str, Any]]] = {}
+_UNLIMITED = 1 << 62
 
 
 def choose_batch_size(run: Callable[[int], object], candidates: Sequence[int] = CPU_CANDIDATES,
@@ -72,17 +74,22 @@ def choose_batch_size(run: Callable[[int], object], candidates: Sequence[int] = 
 def measured_batch_size(det: Any, n_images: int | None = None) -> int:
     """The batch size for scoring ``n_images`` images with detector ``det`` (its
     ``_scoring_net`` timed on random images on its device), measured once per process per
-    configuration; the measurement is left in ``det.batch_measurement``."""
+    configuration (a measurement made for more images serves fewer); the measurement is left in
+    ``det.batch_measurement``."""
     import torch
 
     if n_images is not None and n_images <= 1:
         return 1
     device = det.device
     params = {k: v for k, v in det.params.items() if k not in det.runtime_params}
-    bucket = None if n_images is None else 1 << (int(n_images) - 1).bit_length()
-    key = json.dumps([det.name, params, str(device), torch.get_num_threads(), bucket],
-                     sort_keys=True, default=str)
-    if key not in _CACHE:
+    key = json.dumps([det.name, params, str(device), torch.get_num_threads()], sort_keys=True,
+                     default=str)
+    bucket = _UNLIMITED if n_images is None else 1 << (int(n_images) - 1).bit_length()
+    done = _CACHE.setdefault(key, {})
+    usable = [b for b in done if b >= bucket]
+    if usable:
+        measurement = done[min(usable)]
+    else:
         net = det._scoring_net()
         modes = [(m, m.training) for m in net.modules()]  # shared with det: put back as found
         net.eval()
@@ -95,12 +102,16 @@ def measured_batch_size(det: Any, n_images: int | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
 
-        _CACHE[key] = {**choose_batch_size(run, candidates, bucket), "device": str(device),
-                       "threads": torch.get_num_threads()}
-        for m, training in modes:
-            m.training = training
-    det.batch_measurement = _CACHE[key]
-    return batch_size_for(_CACHE[key], n_images)
+        try:
+            measurement = {**choose_batch_size(run, candidates, None if bucket == _UNLIMITED
+                                               else bucket),
+                           "device": str(device), "threads": torch.get_num_threads()}
+        finally:
+            for m, training in modes:
+                m.training = training
+        done[bucket] = measurement
+    det.batch_measurement = measurement
+    return batch_size_for(measurement, n_images)
 
 
 def batch_size_for(measurement: dict[str, Any], n_images: int | None) -> int:

@@ -150,7 +150,8 @@ class OnnxModel:
         if n_images <= 1:
             return 1
         bucket = 1 << (int(n_images) - 1).bit_length()
-        if bucket not in self._measurements:
+        usable = [b for b in self._measurements if b >= bucket]  # made for more images: serves
+        if not usable:
             size = self.image_size
             on_gpu = self.session.get_providers()[0] != "CPUExecutionProvider"
 
@@ -159,7 +160,8 @@ class OnnxModel:
 
             self._measurements[bucket] = choose_batch_size(
                 run, GPU_CANDIDATES if on_gpu else CPU_CANDIDATES, bucket)
-        self.batch_measurement = self._measurements[bucket]
+            usable = [bucket]
+        self.batch_measurement = self._measurements[min(usable)]
         return batch_size_for(self.batch_measurement, n_images)
 
     def predict(self, data: Any) -> np.ndarray:
