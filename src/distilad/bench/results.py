@@ -313,6 +313,111 @@ def speed_gan_section(recs: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def _load_cell(r: dict[str, Any]) -> str:
+    """The 1-min load average recorded before / after a run, beside the core count."""
+    load = r.get("load_average_1min_before_after")
+    if not load:
+        return "not recorded"
+    return " / ".join(f"{x:.1f}" for x in load) + f" ({r.get('cpu_count', '?')} cores)"
+
+
+def _load_caption(recs: list[dict[str, Any]]) -> str:
+    """Which runs were taken on a loaded machine (1-min load average above the core count, or no
+    load average recorded), and the notes recorded with the runs."""
+    loaded, unknown = [], []
+    for r in recs:
+        load, cores = r.get("load_average_1min_before_after"), r.get("cpu_count")
+        if not load or not cores:
+            unknown.append(r)
+        elif max(load) > cores:
+            loaded.append(r)
+    parts = []
+    if loaded:
+        parts.append("Taken on a loaded machine (1-min load average above the core count): " +
+                     ", ".join(f"`{r['_file']}`" for r in loaded) +
+                     "; figures from these runs are indicative only.")
+    if unknown:
+        parts.append("No load average recorded for " +
+                     ", ".join(f"`{r['_file']}`" for r in unknown) +
+                     "; where other jobs shared the machine (see the notes), figures from "
+                     "these runs are indicative only.")
+    if not loaded and not unknown:
+        parts.append("The 1-min load average stayed at or below the core count in every run.")
+    notes = [f"`{r['_file']}`: {r['note']}" for r in recs if r.get("note")]
+    if notes:
+        parts.append("Notes recorded with the runs: " + "; ".join(notes) + ".")
+    return " ".join(parts)
+
+
+def _ms_min_median(s: dict[str, Any], key: str) -> str:
+    """``min (median)`` ms per image of one timed path, or the median alone."""
+    median, least = s.get(key, math.nan), s.get(key + "_min")
+    return f"{median:.1f}" if least is None else f"{least:.1f} ({median:.1f})"
+
+
+def speed_export_section(recs: list[dict[str, Any]]) -> list[str]:
+    """The exported ONNX graph in onnxruntime beside the same module in PyTorch (records of
+    ``benchmarks/speed_export.py``): ms/image at batch 1 and 16, and the parity of scores."""
+    lines = ["## Speed: exported ONNX graph (onnxruntime) vs PyTorch", "",
+             "ms per image, minimum (median) over rounds that call every path in turn after a "
+             "warm-up; PyTorch runs the exported module itself in eager mode (uint8 images in, "
+             "scores, maps and labels out). Parity: `OnnxModel.score` against `Detector.score` "
+             "on the test images: largest relative difference of image scores, largest absolute "
+             "difference of anomaly maps, whether the labels are identical. "
+             + _load_caption(recs), "",
+             *_header("model", "threads (torch / onnxruntime)", "onnxruntime b1", "PyTorch b1",
+                      "onnxruntime b16", "PyTorch b16", "max score diff (rel.)",
+                      "max map diff (abs.)", "labels identical", "load avg (before / after)",
+                      "file")]
+    for r in recs:
+        s, p = r["speed"], r.get("parity", {})
+        same = {True: "yes", False: "no"}.get(p.get("labels_identical"), "-")
+        lines.append(
+            f"| {r['model']} | {r.get('torch_threads', '?')} / "
+            f"{r.get('onnxruntime_threads', '?')} | {_ms_min_median(s, 'onnxruntime_ms_b1')} | "
+            f"{_ms_min_median(s, 'torch_graph_ms_b1')} | "
+            f"{_ms_min_median(s, 'onnxruntime_ms_b16')} | "
+            f"{_ms_min_median(s, 'torch_graph_ms_b16')} | "
+            f"{p.get('max_score_rel_diff', math.nan):.1e} | "
+            f"{p.get('max_map_abs_diff', math.nan):.1e} | "
+            f"{same} ({p.get('images', '?')} images) | {_load_cell(r)} | `{r['_file']}` |")
+    return lines + [""]
+
+
+GAN_STEP_VARIANTS = [("before", "before"), ("after", "one D pass"),
+                     ("after_channels_last", "+ channels-last"),
+                     ("after_compiled", "+ torch.compile")]
+
+
+def profile_gan_step_section(recs: list[dict[str, Any]]) -> list[str]:
+    """Images/s of one EDE-GAN training step before and after the one-discriminator-pass change
+    and channels-last order (records of ``benchmarks/profile_gan_step.py``)."""
+    shown = [(k, n) for k, n in GAN_STEP_VARIANTS
+             if any(k in r["images_per_s_median"] for r in recs)]
+    lines = ["## Training cost: one EDE-GAN step on the CPU, before and after", "",
+             "Images/s per training step, median over rounds (x: median over rounds of the "
+             "ratio to `before`; the variants run back to back in each round, so the ratio "
+             "is less sensitive to other jobs than the images/s). `before`: the former step "
+             "(the discriminator run 4 times, every gradient computed); `one D pass`: "
+             "`distilad.modules.gan.gan_step`. " + _load_caption(recs), "",
+             *_header("model", "threads", "rounds x steps",
+                      *[f"{n} img/s" for _, n in shown], "load avg (before / after)", "file")]
+    for r in recs:
+        med, ratio = r["images_per_s_median"], r.get("speedup_vs_before_median_of_rounds", {})
+        cells = []
+        for k, _ in shown:
+            if k not in med:
+                cells.append("-")
+            elif k == "before":
+                cells.append(f"{med[k]:.1f}")
+            else:
+                cells.append(f"{med[k]:.1f} (x{ratio.get(k, math.nan):.2f})")
+        lines.append(f"| {r['model']} | {r.get('torch_threads', '?')} | "
+                     f"{r.get('rounds', '?')} x {r.get('steps_per_round', '?')} | "
+                     + " | ".join(cells) + f" | {_load_cell(r)} | `{r['_file']}` |")
+    return lines + [""]
+
+
 def render(records: list[dict[str, Any]]) -> str:
     lines = ["# Benchmark results", "",
              "Generated by `python -m distilad.bench.results` from `benchmarks/results/*.json`; "
@@ -324,6 +429,8 @@ def render(records: list[dict[str, Any]]) -> str:
              "process by the end of a run (in a sweep, of all runs so far in that process).", ""]
     speed = [r for r in records if r.get("kind") == "speed"]
     speed_gan = [r for r in records if r.get("kind") == "speed_gan"]
+    speed_export = [r for r in records if r.get("kind") == "speed_export"]
+    gan_step = [r for r in records if r.get("kind") == "profile_gan_step"]
     runs = [r for r in records if r.get("kind") is None and "metrics" in r
             and r.get("test_evaluated", True)]
     val_runs = [r for r in records if r.get("kind") is None and r.get("test_evaluated") is False]
@@ -345,6 +452,10 @@ def render(records: list[dict[str, Any]]) -> str:
         lines += speed_section(speed)
     if speed_gan:
         lines += speed_gan_section(speed_gan)
+    if speed_export:
+        lines += speed_export_section(speed_export)
+    if gan_step:
+        lines += profile_gan_step_section(gan_step)
     return "\n".join(lines)
 
 

@@ -1,0 +1,67 @@
+"""RESULTS.md sections of the speed_export and profile_gan_step records (synthetic records)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distilad.bench.results import render
+
+
+def _rows(text: str, title: str) -> list[list[str]]:
+    """Data rows (cells stripped) of the first table after the heading ``title``."""
+    section = text[text.index(title):]
+    table = [line for line in section.splitlines()[2:] if line.startswith("|")]
+    end = next((i for i, line in enumerate(table[2:]) if not line.startswith("| ")), None)
+    rows = table[2:] if end is None else table[2:2 + end]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in rows]
+
+
+def _export(name: str, load: list[float]) -> dict[str, Any]:
+    return {"kind": "speed_export", "model": "rd efficientnet_lite0 64px", "_file": name,
+            "speed": {"onnxruntime_ms_b1": 12.34, "onnxruntime_ms_b1_min": 10.04,
+                      "torch_graph_ms_b1": 40.0, "torch_graph_ms_b1_min": 35.55,
+                      "onnxruntime_ms_b16": 8.0, "onnxruntime_ms_b16_min": 7.5,
+                      "torch_graph_ms_b16": 30.0, "torch_graph_ms_b16_min": 25.0},
+            "parity": {"images": 83, "max_score_rel_diff": 4.9e-7, "max_map_abs_diff": 5.0e-6,
+                       "labels_identical": False},
+            "onnxruntime_threads": 2, "torch_threads": 2, "cpu_count": 2,
+            "load_average_1min_before_after": load, "note": ""}
+
+
+def test_speed_export_section_shows_speed_parity_and_load() -> None:
+    text = render([_export("busy.json", [5.78, 5.69]), _export("quiet.json", [0.4, 0.9])])
+    title = "## Speed: exported ONNX graph (onnxruntime) vs PyTorch"
+    busy, quiet = _rows(text, title)
+    assert busy[1] == "2 / 2"
+    assert busy[2:6] == ["10.0 (12.3)", "35.5 (40.0)", "7.5 (8.0)", "25.0 (30.0)"]
+    assert busy[6:9] == ["4.9e-07", "5.0e-06", "no (83 images)"]
+    assert busy[9] == "5.8 / 5.7 (2 cores)" and busy[10] == "`busy.json`"
+    assert quiet[9] == "0.4 / 0.9 (2 cores)"
+    # only the run whose load average exceeded the core count is called indicative
+    caption = text[text.index(title):].split("\n\n")[1]
+    assert "loaded machine (1-min load average above the core count): `busy.json`;" in caption
+    assert "quiet.json" not in caption
+
+
+def _gan_step(name: str, compiled: bool) -> dict[str, Any]:
+    med = {"before": 61.61, "after": 70.98, "after_channels_last": 75.68}
+    ratio = {"after": 1.116, "after_channels_last": 1.205}
+    if compiled:
+        med["after_compiled"], ratio["after_compiled"] = 64.0, 1.081
+    return {"kind": "profile_gan_step", "model": "edegan width 64 nz 100, 3 ch, 32 px, batch 64",
+            "rounds": 7, "steps_per_round": 5, "images_per_s_median": med,
+            "speedup_vs_before_median_of_rounds": ratio, "torch_threads": 1, "cpu_count": 2,
+            "note": "shared with two other jobs", "_file": name}
+
+
+def test_profile_gan_step_section_shows_images_per_s_and_ratios() -> None:
+    title = "## Training cost: one EDE-GAN step on the CPU, before and after"
+    (row,) = _rows(render([_gan_step("plain.json", compiled=False)]), title)
+    assert row[:3] == ["edegan width 64 nz 100, 3 ch, 32 px, batch 64", "1", "7 x 5"]
+    assert row[3:6] == ["61.6", "71.0 (x1.12)", "75.7 (x1.21)"]  # no torch.compile column
+    assert row[6:] == ["not recorded", "`plain.json`"]
+    text = render([_gan_step("plain.json", compiled=False), _gan_step("comp.json", True)])
+    plain, comp = _rows(text, title)
+    assert plain[6] == "-" and comp[6] == "64.0 (x1.08)"
+    assert "No load average recorded for `plain.json`, `comp.json`" in text
+    assert "`comp.json`: shared with two other jobs" in text
