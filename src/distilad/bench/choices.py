@@ -47,6 +47,12 @@ STUDIES: tuple[Study, ...] = (
            ("max of the map (paper's MVTec score)", "v-nd32-e5-cos", "image_auroc_max_pool",
             "image_auroc_max_pool")),
           "both poolings are read from the same runs' maps."),
+    Study("RD novelty input size (Lite0, cosine schedule, 5 epochs, mean pooling)", "rd",
+          ("mnist", "fashion-mnist", "cifar10"), "one-class",
+          (("32 px (official data code)", "v-nd32-e5-cos", "image_auroc", "image_auroc"),
+           ("64 px (4x the cost)", "v-nd64-e5-cos", "image_auroc", "image_auroc")),
+          "compared on the classes both sizes have (0-4 on the 2-core machine); the cheaper "
+          "size wins a tie."),
 )
 
 #: tie-break order of secondary validation metrics, then the candidate listed first wins
