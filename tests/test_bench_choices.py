@@ -11,7 +11,8 @@ def _run(cfg: str, val: float, test: float) -> dict:
     return {"method": "rd", "protocol": "mvtec", "dataset": "mvtec", "config": cfg,
             "category": "bottle", "seed": 0,
             "metrics": {"image_auroc": test},
-            "validation": {"metrics": {"image_auroc": val, "pixel_auroc": 0.9}}}
+            "validation": {"n_normal": 20, "n_anomalous": 20,
+                           "metrics": {"image_auroc": val, "pixel_auroc": 0.9}}}
 
 
 def _chosen(lines: list[str]) -> str:
@@ -41,3 +42,11 @@ def test_candidates_are_compared_on_the_runs_they_share():
     runs = [_run("cfg-a", 0.90, 0.9), _run("cfg-b", 0.95, 0.9), extra]
     lines = study_table(STUDY, runs)
     assert _chosen(lines) == "b"
+
+
+def test_a_lead_below_one_discordant_pair_is_flagged_weak():
+    # 20 x 20 pairs: one pair is 0.25 points
+    weak = "\n".join(study_table(STUDY, [_run("cfg-a", 0.9510, 0.9), _run("cfg-b", 0.9500, 0.9)]))
+    assert "Weak choice" in weak and "0.25 points" in weak
+    clear = "\n".join(study_table(STUDY, [_run("cfg-a", 0.96, 0.9), _run("cfg-b", 0.95, 0.9)]))
+    assert "Weak choice" not in clear

@@ -126,7 +126,35 @@ def study_table(study: Study, runs: list[dict[str, Any]]) -> list[str]:
     lines += ["", ("Decided by the mean validation AUROC over the datasets (rounded to 0.1 "
                    "points); test AUROC is shown only beside the decision. " + study.note)
               if winner else "Not decided yet: some candidates have no validated runs.", ""]
+    if winner:
+        margin = _margin(rows)
+        step = _resolution(study, by_cfg, common)
+        if margin < step:
+            lines += [f"**Weak choice**: the winner leads by {margin:.2f} points, less than one "
+                      f"discordant normal/anomalous pair of a validation run ({step:.2f} points): "
+                      "on this validation split the candidates are not distinguishable.", ""]
     return lines
+
+
+def _margin(rows: list[tuple]) -> float:
+    """Points between the best and the second-best mean validation metric (unrounded)."""
+    means = sorted((100 * float(np.mean([v for _, v, _, _ in per_ds])) for *_, per_ds in rows),
+                   reverse=True)
+    return means[0] - means[1] if len(means) > 1 else math.inf
+
+
+def _resolution(study: Study, by_cfg: dict, common: dict) -> float:
+    """AUROC points of one discordant pair in a typical validation run (largest over datasets):
+    100 / (n_normal * n_anomalous)."""
+    steps = []
+    for ds in study.datasets:
+        for _, cfg, _, _ in study.candidates:
+            for r in by_cfg.get((cfg, ds), []):
+                v = r.get("validation") or {}
+                if (r["category"], r["seed"]) in common[ds] and v.get("n_normal") \
+                        and v.get("n_anomalous"):
+                    steps.append(100.0 / (v["n_normal"] * v["n_anomalous"]))
+    return max(steps) if steps else 0.0
 
 
 def choices_section(runs: list[dict[str, Any]]) -> list[str]:
