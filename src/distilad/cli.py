@@ -507,9 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "fit", help="train a detector on normal images and save it", formatter_class=fmt,
         description=_para("Train a detector on normal (defect-free) images and save it as one file. "
-                    "A seeded part of the images is held out to calibrate the threshold."),
+                    "A seeded part of the images is held out to calibrate the threshold and to "
+                    "validate the model against synthetic defects made from them (printed after "
+                    "training; no labelled defects needed)."),
         epilog="example:\n  distilad fit rd data/mvtec_ad/bottle -o bottle.distilad --epochs 50")
-    p.add_argument("method", help="method name: rd, edegan, pkdgan (see `distilad list`)")
+    p.add_argument("method", help="method name: rd, edegan, pkdgan, transformaly (see "
+                   "`distilad list`)")
     p.add_argument("data", help="MVTec-style category folder (its train/good is used) or a "
                    "folder of normal images")
     p.add_argument("-o", "--output", required=True, help="model file to write (.distilad)")
