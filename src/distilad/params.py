@@ -22,8 +22,9 @@ from typing import Any
 from distilad.errors import DistiladError
 
 
-class _Refused(Exception):
-    """Raised by a declaration when a value does not fit; carries an optional reason.
+class Refused(Exception):
+    """Raised by a declaration (also a method's own :class:`Param` subclass) when a value does not
+    fit; carries an optional reason.
 
     ``well_formed=True``: the value has the right form but cannot be used here (e.g. a device
     that this machine lacks); the message then gives the reason only."""
@@ -34,7 +35,7 @@ class _Refused(Exception):
 
 
 class Param:
-    """Base class: ``check(value)`` returns the normalised value or raises ``_Refused``."""
+    """Base class: ``check(value)`` returns the normalised value or raises ``Refused``."""
 
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -68,10 +69,10 @@ class Int(Param):
 
     def check(self, value: Any) -> int:
         if not _is_int(value):
-            raise _Refused
+            raise Refused
         v = int(value)
         if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
-            raise _Refused
+            raise Refused
         return v
 
 
@@ -95,12 +96,12 @@ class Float(Param):
 
     def check(self, value: Any) -> float:
         if not _is_number(value) or not math.isfinite(float(value)):
-            raise _Refused
+            raise Refused
         v = float(value)
         if self.low is not None and (v < self.low or (self.open_low and v == self.low)):
-            raise _Refused
+            raise Refused
         if self.high is not None and (v > self.high or (self.open_high and v == self.high)):
-            raise _Refused
+            raise Refused
         return v
 
 
@@ -110,7 +111,7 @@ class Bool(Param):
 
     def check(self, value: Any) -> bool:
         if not isinstance(value, bool):
-            raise _Refused
+            raise Refused
         return value
 
 
@@ -128,7 +129,7 @@ class OneOf(Param):
             same_kind = (type(value) is type(c)) or (_is_int(value) and _is_int(c))
             if same_kind and value == c:
                 return c
-        raise _Refused
+        raise Refused
 
 
 class AutoOr(Param):
@@ -154,7 +155,7 @@ class Text(Param):
 
     def check(self, value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
-            raise _Refused
+            raise Refused
         return value
 
 
@@ -169,9 +170,9 @@ class Seq(Param):
 
     def check(self, value: Any) -> tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise _Refused
+            raise Refused
         if len(value) != self.n:
-            raise _Refused
+            raise Refused
         return tuple(self.item.check(v) for v in value)
 
 
@@ -197,13 +198,13 @@ class Path(Param):
         if isinstance(value, str) and value in self.special:
             return value
         if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
-            raise _Refused
+            raise Refused
         text = os.fspath(value)
         if check_files and self.kind == "file" and not os.path.isfile(text):
-            raise _Refused("no such file" if not os.path.exists(text) else "not a file")
+            raise Refused("no such file" if not os.path.exists(text) else "not a file")
         if check_files and self.kind == "folder" and os.path.exists(text) \
                 and not os.path.isdir(text):
-            raise _Refused("it exists and is not a folder")
+            raise Refused("it exists and is not a folder")
         return text
 
 
@@ -238,12 +239,12 @@ class ImageSize(Param):
 
     def check(self, value: Any) -> int:
         if not _is_int(value):
-            raise _Refused
+            raise Refused
         v = int(value)
         if not self.valid(v):
             near = " or ".join(str(s) for s in self.nearest(v))
             why = f" ({self.why})" if self.why else ""
-            raise _Refused(f"nearest valid: {near}{why}")
+            raise Refused(f"nearest valid: {near}{why}")
         return v
 
 
@@ -257,26 +258,26 @@ class Device(Param):
         import torch
 
         if not isinstance(value, str):
-            raise _Refused
+            raise Refused
         text = value.strip().lower()
         if text in ("auto", "cpu"):
             return text
         kind, _, index = text.partition(":")
         if kind == "cuda" and (index == "" or index.isdigit()):
             if not torch.cuda.is_available():
-                raise _Refused("CUDA is not available here (no GPU, or torch built without CUDA); "
+                raise Refused("CUDA is not available here (no GPU, or torch built without CUDA); "
                                "use 'cpu' or 'auto'", well_formed=True)
             if index and int(index) >= torch.cuda.device_count():
-                raise _Refused(f"this machine has {torch.cuda.device_count()} CUDA device(s)",
+                raise Refused(f"this machine has {torch.cuda.device_count()} CUDA device(s)",
                                well_formed=True)
             return text
         if text == "mps":
             mps = getattr(torch.backends, "mps", None)
             if not (mps and mps.is_available()):
-                raise _Refused("Apple MPS is not available here; use 'cpu' or 'auto'",
+                raise Refused("Apple MPS is not available here; use 'cpu' or 'auto'",
                                well_formed=True)
             return text
-        raise _Refused
+        raise Refused
 
 
 def check_params(method: str, specs: Mapping[str, Param], params: Mapping[str, Any],
@@ -295,7 +296,7 @@ def check_params(method: str, specs: Mapping[str, Param], params: Mapping[str, A
                 out[name] = spec.check(value, check_files=check_files)
             else:
                 out[name] = spec.check(value)
-        except _Refused as e:
+        except Refused as e:
             if e.well_formed:
                 raise DistiladError(f"{method}: {name}={_show(value)} cannot be used: {e}") from None
             reason = f"; {e}" if str(e) else ""

@@ -25,7 +25,7 @@ from distilad.methods.transformaly.model import (
     distillation_loss,
 )
 from distilad.modules.batchnorm import recompute_batchnorm
-from distilad.params import Bool, Float, Int, Param, Path, Text, _Refused
+from distilad.params import Bool, Float, Int, Param, Path, Refused, Text
 
 LITE_TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 #: blocks left out by ``blocks="auto"``: the first two, as the official code scores blocks 2-11
@@ -44,10 +44,10 @@ class BlockList(Param):
         if value == "auto":
             return "auto"
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
-            raise _Refused
+            raise Refused
         out = tuple(Int(min=0).check(v) for v in value)
         if len(set(out)) != len(out):
-            raise _Refused
+            raise Refused
         return tuple(sorted(out))
 
 
