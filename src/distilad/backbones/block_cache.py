@@ -1,4 +1,5 @@
-"""A block teacher's outputs computed once and reused (the block-teacher twin of ``cache.py``).
+"""A block teacher's outputs computed once and reused (the block-teacher twin of ``cache.py``,
+whose entry reading and writing and subset lookup it shares).
 
 ``block_features`` runs a frozen :class:`BlockTeacher` over an ImageSet and returns the pooled
 pretrained features and the boundaries asked for. With a cache folder the result is stored under
@@ -11,16 +12,15 @@ Files are written atomically (temp + rename).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from distilad.backbones.blocks import BlockTeacher
-from distilad.data.base import ImageSet, SubsetImageSet
+from distilad.backbones.cache import read_entry, root_and_rows, write_entry
+from distilad.data.base import ImageSet
 from distilad.data.transforms import iter_batches
 
 Features = tuple[torch.Tensor, dict[int, torch.Tensor]]
@@ -58,38 +58,21 @@ def block_features(
     keep = sorted(set(keep))
     if not getattr(images, "reuse_features", True):
         cache_dir = None
-    root, rows = _root_and_rows(images) if cache_dir is not None else (images, None)
+    root, rows = root_and_rows(images) if cache_dir is not None else (images, None)
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"{block_cache_key(teacher, root, size, keep)}.safetensors"
-        if path.is_file():
-            try:
-                return _load(path, keep, rows)
-            except Exception:  # a damaged entry is recomputed
-                path.unlink(missing_ok=True)
+        cached = read_entry(path, lambda p: _load(p, keep, rows))
+        if cached is not None:
+            return cached
     pooled, parts = _compute(teacher, root, size, keep, batch_size, device, progress, desc)
     if path is not None:
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        save_file({"pooled": pooled, **{f"b{j}": t for j, t in parts.items()}}, str(tmp))
-        os.replace(tmp, path)
+        write_entry(path, {"pooled": pooled, **{f"b{j}": t for j, t in parts.items()}})
     if rows is not None:
         pooled = pooled[rows]
         for j in keep:  # one boundary at a time: never two full copies of all of them
             parts[j] = parts[j][rows]
     return pooled, parts
-
-
-def _root_and_rows(images: ImageSet) -> tuple[ImageSet, torch.Tensor | None]:
-    """(the set at the bottom of a chain of subsets, the rows of ``images`` in it or None)."""
-    rows = None
-    while isinstance(images, SubsetImageSet):
-        idx = np.asarray(images.indices, dtype=np.int64)
-        rows = idx if rows is None else idx[rows]
-        images = images.parent
-    return images, None if rows is None else torch.as_tensor(rows, dtype=torch.long)
 
 
 def _load(path: Path, keep: Sequence[int], rows: torch.Tensor | None) -> Features:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -61,23 +63,16 @@ def teacher_features(
     """
     if not getattr(images, "reuse_features", True):
         cache_dir = None
-    root, rows = _root_and_rows(images) if cache_dir is not None else (images, None)
+    root, rows = root_and_rows(images) if cache_dir is not None else (images, None)
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"{cache_key(teacher, root, size)}.safetensors"
-        if path.is_file():
-            try:
-                return _load(path, rows)
-            except Exception:  # a damaged entry is recomputed
-                path.unlink(missing_ok=True)
+        cached = read_entry(path, lambda p: _load(p, rows))
+        if cached is not None:
+            return cached
     feats = _compute(teacher, root, size, batch_size, device, progress, desc)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        from safetensors.torch import save_file
-
-        save_file({f"f{i}": f.contiguous() for i, f in enumerate(feats)}, str(tmp))
-        os.replace(tmp, path)
+        write_entry(path, {f"f{i}": f.contiguous() for i, f in enumerate(feats)})
     if rows is not None:
         for i, f in enumerate(feats):  # one tap at a time: never two full copies of all taps
             feats[i] = f[rows]
@@ -85,14 +80,41 @@ def teacher_features(
     return feats
 
 
-def _root_and_rows(images: ImageSet) -> tuple[ImageSet, torch.Tensor | None]:
-    """(the set at the bottom of a chain of subsets, the rows of ``images`` in it or None)."""
+def root_and_rows(images: ImageSet) -> tuple[ImageSet, torch.Tensor | None]:
+    """(the set at the bottom of a chain of subsets, the rows of ``images`` in it or None): the
+    set whose cache entry serves ``images``, and where in that entry ``images`` lie."""
     rows = None
     while isinstance(images, SubsetImageSet):
         idx = np.asarray(images.indices, dtype=np.int64)
         rows = idx if rows is None else idx[rows]
         images = images.parent
     return images, None if rows is None else torch.as_tensor(rows, dtype=torch.long)
+
+
+_Entry = TypeVar("_Entry")
+
+
+def read_entry(path: Path, read: Callable[[Path], _Entry]) -> _Entry | None:
+    """``read(path)`` of a cache entry; None when there is none, or when it is damaged (it is
+    then deleted, to be recomputed and written again)."""
+    if not path.is_file():
+        return None
+    try:
+        return read(path)
+    except Exception:
+        path.unlink(missing_ok=True)
+        return None
+
+
+def write_entry(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Save ``tensors`` as the safetensors file ``path``, atomically (temp file + rename), so an
+    interrupted run never leaves a half-written entry."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
 
 
 def _load(path: Path, rows: torch.Tensor | None) -> list[torch.Tensor]:

@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 
 from distilad.backbones.block_cache import block_features, boundary_bytes
 from distilad.backbones.blocks import VIT_PREFIXES, BlockTeacher, create_block_teacher
+from distilad.backbones.cache import root_and_rows
 from distilad.data import ImageSet
-from distilad.data.base import SubsetImageSet
 from distilad.data.transforms import iter_batches, stack_images
 from distilad.detector import Detector, register
 from distilad.errors import DataError, DistiladError
@@ -282,10 +282,8 @@ class Transformaly(Detector):
 
 
 def _root(images: ImageSet) -> ImageSet:
-    """The set at the bottom of a chain of subsets: what the feature cache stores."""
-    while isinstance(images, SubsetImageSet):
-        images = images.parent
-    return images
+    """The set whose entry the feature cache stores (the bottom of a chain of subsets)."""
+    return root_and_rows(images)[0]
 
 
 def _layout(t: torch.Tensor) -> torch.Tensor:
