@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from distilad.backbones.base import FrozenNet
 
-class BlockTeacher(nn.Module):
+
+class BlockTeacher(FrozenNet):
     """A frozen network as ``embed -> blocks -> pool``; images in [0, 1], own normalisation."""
 
     #: width of the pooled pretrained feature.
@@ -29,31 +31,9 @@ class BlockTeacher(nn.Module):
     #: the blocks, in order; block i maps boundary i to boundary i + 1.
     blocks: nn.ModuleList
 
-    def __init__(self, name: str, mean: tuple[float, ...], std: tuple[float, ...], weights_id: str):
-        super().__init__()
-        self.name = name
-        self.weights_id = weights_id
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
     @property
     def n_blocks(self) -> int:
         return len(self.blocks)
-
-    @property
-    def identity(self) -> str:
-        """Teacher name + weights fingerprint, for cache keys and saved models."""
-        return f"{self.name}@{self.weights_id}"
-
-    def freeze(self) -> BlockTeacher:
-        self.eval()
-        for p in self.parameters():
-            p.requires_grad_(False)
-        return self
-
-    def train(self, mode: bool = True) -> BlockTeacher:
-        # a teacher always stays in eval mode (BatchNorm statistics are part of its knowledge)
-        return super().train(False)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Normalised images (B, 3, H, W) -> boundary 0."""
@@ -67,7 +47,7 @@ class BlockTeacher(nn.Module):
                 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Images (B, 3, H, W) in [0, 1] -> (pooled (B, feature_dim), {j: boundary j for j in keep})."""
         keep = set(keep)
-        h = self.embed((x - self.mean) / self.std)
+        h = self.embed(self.normalise(x))
         out = {0: h} if 0 in keep else {}
         for i, block in enumerate(self.blocks):
             h = block(h)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from distilad.backbones.base import Teacher, file_fingerprint, load_state_dict_file
+from distilad.backbones.base import Teacher, load_weights_into
 from distilad.errors import DistiladError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,19 +35,7 @@ class TimmCNNTeacher(Teacher):
                                       out_indices=(1, 2, 3))
         except RuntimeError as e:  # unknown model name
             raise DistiladError(f"unknown teacher {name!r}: {e}") from e
-        if str(weights) == "random":
-            wid = "random"
-        else:
-            sd = load_state_dict_file(weights)
-            sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "classifier.", "head."))}
-            try:
-                missing, unexpected = model.load_state_dict(sd, strict=False)
-            except RuntimeError as e:  # shapes of another network
-                first = (str(e).strip().splitlines() or [""])[-1].strip()
-                raise DistiladError(f"{weights}: does not fit {name} ({first})") from e
-            if missing:
-                raise DistiladError(f"{weights}: does not fit {name} (missing {missing[:3]} ...)")
-            wid = file_fingerprint(weights)
+        wid = load_weights_into(model, weights, name, ("fc.", "classifier.", "head."))
         super().__init__(name, IMAGENET_MEAN, IMAGENET_STD, wid)
         self.model = model
         self.channels = tuple(model.feature_info.channels())

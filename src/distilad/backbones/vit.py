@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from distilad.backbones.base import file_fingerprint, load_state_dict_file
+from distilad.backbones.base import load_weights_into
 from distilad.backbones.blocks import BlockTeacher
 from distilad.errors import DistiladError
 
@@ -41,21 +41,9 @@ class ViTBlockTeacher(BlockTeacher):
             raise DistiladError(f"unknown ViT teacher {name!r} ({e})") from e
         if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
             raise DistiladError(f"{name} is not a ViT / DeiT (no patch embedding and blocks)")
-        if str(weights) == "random":
-            wid = "random"
-        else:
-            from timm.models.vision_transformer import checkpoint_filter_fn
+        from timm.models.vision_transformer import checkpoint_filter_fn
 
-            sd = checkpoint_filter_fn(load_state_dict_file(weights), model)
-            sd = {k: v for k, v in sd.items() if not k.startswith("head")}
-            try:
-                missing, _ = model.load_state_dict(sd, strict=False)
-            except RuntimeError as e:  # shape mismatch: another architecture's file
-                first = str(e).strip().splitlines()[0]
-                raise DistiladError(f"{weights}: does not fit {name} ({first})") from e
-            if missing:
-                raise DistiladError(f"{weights}: does not fit {name} (missing {missing[:3]} ...)")
-            wid = file_fingerprint(weights)
+        wid = load_weights_into(model, weights, name, ("head",), convert=checkpoint_filter_fn)
         cfg = model.pretrained_cfg
         super().__init__(name, tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3)),
                          wid)
