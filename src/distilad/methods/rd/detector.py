@@ -18,6 +18,7 @@ from distilad.errors import DataError, DistiladError
 from distilad.methods.rd.model import RDScoringNet, Student, anomaly_map, rd_loss
 from distilad.modules.batchnorm import recompute_batchnorm
 from distilad.modules.schedule import LR_SCHEDULES, make_lr_schedule
+from distilad.modules.training import batch_starts, train_epochs
 from distilad.params import AutoOr, Bool, Float, ImageSize, Int, OneOf, Path, Seq, Text
 
 
@@ -109,31 +110,19 @@ class ReverseDistillation(Detector):
         teacher_seconds = time.perf_counter() - t0
         n = feats[0].shape[0]
         opt = torch.optim.Adam(self.student.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
-        gen = torch.Generator().manual_seed(int(p["seed"]))
         bs = int(p["batch_size"])
-        # BatchNorm needs 2+ samples: a last batch of one is skipped (the official loader keeps
-        # it, which would crash there too)
-        starts = [s for s in range(0, n, bs) if min(bs, n - s) >= 2]
-        schedule = make_lr_schedule(opt, p["lr_schedule"], len(starts) * int(p["epochs"]))
-        history = []
-        bar = tqdm(range(int(p["epochs"])), desc=f"rd fit ({n} images)", unit="epoch",
-                   disable=not progress)
-        for _ in bar:
-            self.student.train()
-            perm = torch.randperm(n, generator=gen)
-            total, count = 0.0, 0
-            for start in starts:
-                idx = perm[start:start + bs]
-                t = [f[idx].to(self.device, non_blocking=True) for f in feats]
-                loss = rd_loss(t, self.student(t))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                schedule.step()
-                total += loss.item() * len(idx)
-                count += len(idx)
-            history.append(total / max(count, 1))
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
+        # a last batch of one is skipped (the official loader keeps it, which would crash there
+        # too)
+        schedule = make_lr_schedule(opt, p["lr_schedule"],
+                                    len(batch_starts(n, bs)) * int(p["epochs"]))
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+            t = [f[idx].to(self.device, non_blocking=True) for f in feats]
+            return rd_loss(t, self.student(t))
+
+        history = train_epochs(self.student, opt, batch_loss, n, bs, int(p["epochs"]),
+                               int(p["seed"]), f"rd fit ({n} images)", progress,
+                               after_step=schedule.step, loss_digits=4)
         if p["precise_bn"]:
             recompute_batchnorm(self.student, ([f[a:b].to(self.device) for f in feats]
                                                for a, b in batch_bounds(n, bs)))

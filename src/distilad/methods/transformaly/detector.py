@@ -25,6 +25,7 @@ from distilad.methods.transformaly.model import (
     distillation_loss,
 )
 from distilad.modules.batchnorm import recompute_batchnorm
+from distilad.modules.training import train_epochs
 from distilad.params import Bool, Float, Int, Param, Path, Refused, Text
 
 LITE_TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -173,28 +174,14 @@ class Transformaly(Detector):
         teacher_seconds = time.perf_counter() - t0
         n = len(train)
         opt = torch.optim.Adam(self.student.parameters(), lr=float(p["lr"]))
-        gen = torch.Generator().manual_seed(int(p["seed"]))
-        # BatchNorm needs 2+ samples: a last batch of one is skipped
-        starts = [s for s in range(0, n, bs) if min(bs, n - s) >= 2]
-        history: list[float] = []
         self._teacher_step_seconds = 0.0
-        bar = tqdm(range(int(p["epochs"])), desc=f"transformaly fit ({n} images)", unit="epoch",
-                   disable=not progress)
-        for _ in bar:
-            self.student.train()
-            perm = torch.randperm(n, generator=gen)
-            total, count = 0.0, 0
-            for start in starts:
-                idx = perm[start:start + bs]
-                t = self._boundaries(train, parts, idx, keep)
-                loss = distillation_loss(self.student(t), t, self.block_ids)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-                count += len(idx)
-            history.append(total / max(count, 1))
-            bar.set_postfix(loss=f"{history[-1]:.5f}")
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+            t = self._boundaries(train, parts, idx, keep)
+            return distillation_loss(self.student(t), t, self.block_ids)
+
+        history = train_epochs(self.student, opt, batch_loss, n, bs, int(p["epochs"]),
+                               int(p["seed"]), f"transformaly fit ({n} images)", progress)
         ordered = [torch.arange(a, min(a + bs, n)) for a in range(0, n, bs)]
         if p["precise_bn"]:
             recompute_batchnorm(self.student, (self._boundaries(train, parts, i, keep)
@@ -204,7 +191,7 @@ class Transformaly(Detector):
             train_mse = torch.cat([block_mse(self.student(t), t, self.block_ids).cpu()
                                    for t in (self._boundaries(train, parts, i, keep)
                                              for i in ordered)])
-        del parts
+        parts.clear()  # the boundaries are not needed any more: free them before the densities
         self.whitening = Whitening.fit(pooled, float(p["whitening_threshold"]))
         self.pretrained_density = Gaussian.fit(self.whitening(pooled))
         self.ts_density = Gaussian.fit(train_mse)
