@@ -457,6 +457,33 @@ class Detector:
         return path
 
 
+class PretrainedTeacher:
+    """Glue for a method with a frozen pretrained teacher (``self.teacher``, with an ``identity``
+    ``"name@weights_id"``) whose tensors are saved in the model file: when such a model is loaded
+    the teacher is built with random weights (the file's tensors replace them) and keeps the
+    weights fingerprint it was trained with, so its identity (cache keys) does not change.
+
+    Mix in before :class:`Detector`; build the teacher from :meth:`_teacher_weights`, then call
+    :meth:`_restore_teacher_id`; put ``teacher`` in ``_extra_state`` and call
+    :meth:`_remember_teacher` from ``_load_extra_state``."""
+
+    #: the saved teacher's weights fingerprint while a model file is loaded, else None
+    _saved_teacher_id: str | None = None
+
+    def _teacher_weights(self, weights: Any) -> Any:
+        """The weights to build the teacher from: ``weights``, or "random" when loading."""
+        return weights if self._saved_teacher_id is None else "random"
+
+    def _restore_teacher_id(self, teacher: Any) -> None:
+        """Give a teacher built while loading the fingerprint of the weights it was saved with."""
+        if self._saved_teacher_id is not None:
+            teacher.weights_id = self._saved_teacher_id
+
+    def _remember_teacher(self, state: dict[str, Any]) -> None:
+        """Note the saved teacher's fingerprint from ``state["teacher"]`` (``name@weights_id``)."""
+        self._saved_teacher_id = state.get("teacher", "unknown").split("@")[-1]
+
+
 def _umask() -> int:
     """The process umask (read by setting and restoring it; there is no read-only call)."""
     mask = os.umask(0o022)

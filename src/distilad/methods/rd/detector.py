@@ -13,7 +13,7 @@ from distilad.backbones import DEFAULT_TEACHER, OFFLINE_TEACHERS, create_teacher
 from distilad.backbones.cache import teacher_features
 from distilad.data import ImageSet
 from distilad.data.transforms import iter_batches, resize_map
-from distilad.detector import Detector, register
+from distilad.detector import Detector, PretrainedTeacher, register
 from distilad.errors import DataError, DistiladError
 from distilad.methods.rd.model import RDScoringNet, Student, anomaly_map, rd_loss
 from distilad.modules.batchnorm import recompute_batchnorm
@@ -23,7 +23,7 @@ from distilad.params import AutoOr, Bool, Float, ImageSize, Int, OneOf, Path, Se
 
 
 @register
-class ReverseDistillation(Detector):
+class ReverseDistillation(PretrainedTeacher, Detector):
     """RD4AD (Deng & Li, CVPR 2022). See methods/rd/README.md for defaults and deviations."""
 
     name = "rd"
@@ -77,12 +77,9 @@ class ReverseDistillation(Detector):
 
     def _build(self) -> None:
         p = self.params
-        weights = p["weights"]
-        if getattr(self, "_loading", False):
-            weights = "random"  # the teacher's tensors come from the model file
-        self.teacher = create_teacher(p["backbone"], weights).to(self.device)
-        if getattr(self, "_loading", False):
-            self.teacher.weights_id = self._teacher_id
+        self.teacher = create_teacher(p["backbone"],
+                                      self._teacher_weights(p["weights"])).to(self.device)
+        self._restore_teacher_id(self.teacher)
         signed = p["backbone"].startswith("efficientnet")
         self.student = Student(tuple(self.teacher.channels), p["ocbe_blocks"],
                                tuple(p["decoder_blocks"]), signed_features=signed).to(self.device)
@@ -94,8 +91,7 @@ class ReverseDistillation(Detector):
         return {"teacher": self.teacher.identity, "teacher_channels": list(self.teacher.channels)}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self._loading = True
-        self._teacher_id = state.get("teacher", "unknown").split("@")[-1]
+        self._remember_teacher(state)
 
     def _fit(self, train: ImageSet, holdout: ImageSet) -> dict[str, Any]:
         p = self.params

@@ -15,7 +15,7 @@ from distilad.backbones.blocks import VIT_PREFIXES, BlockTeacher, create_block_t
 from distilad.backbones.cache import root_and_rows
 from distilad.data import ImageSet
 from distilad.data.transforms import iter_batches, stack_images
-from distilad.detector import Detector, register
+from distilad.detector import Detector, PretrainedTeacher, register
 from distilad.errors import DataError, DistiladError
 from distilad.methods.transformaly.density import Gaussian, Whitening
 from distilad.methods.transformaly.model import (
@@ -53,7 +53,7 @@ class BlockList(Param):
 
 
 @register
-class Transformaly(Detector):
+class Transformaly(PretrainedTeacher, Detector):
     """Transformaly (Cohen & Avidan, CVPRW 2022). See methods/transformaly/README.md."""
 
     name = "transformaly"
@@ -115,12 +115,10 @@ class Transformaly(Detector):
     # --- networks ------------------------------------------------------------------------------
     def _build(self) -> None:
         p = self.params
-        loading = getattr(self, "_loading", False)
-        weights = "random" if loading else p["weights"]  # a saved teacher comes from the file
-        self.teacher: BlockTeacher = create_block_teacher(p["backbone"], weights,
-                                                          int(p["image_size"])).to(self.device)
-        if loading:
-            self.teacher.weights_id = self._teacher_id
+        self.teacher: BlockTeacher = create_block_teacher(
+            p["backbone"], self._teacher_weights(p["weights"]), int(p["image_size"])
+        ).to(self.device)
+        self._restore_teacher_id(self.teacher)
         n = self.teacher.n_blocks
         blocks = (tuple(range(min(AUTO_SKIP, n - 1), n)) if p["blocks"] == "auto"
                   else tuple(p["blocks"]))
@@ -145,8 +143,7 @@ class Transformaly(Detector):
                 "n_components": self.whitening.n_components}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self._loading = True
-        self._teacher_id = state.get("teacher", "unknown").split("@")[-1]
+        self._remember_teacher(state)
         self._density_shapes = {"feature_dim": int(state["feature_dim"]),
                                 "n_components": int(state["n_components"])}
 
