@@ -430,6 +430,21 @@ _DEVICE_HELP = "where to compute: auto, cpu, cuda, cuda:1, mps (default: auto = 
 _QUIET_HELP = "no progress bars"
 
 
+_OVERWRITE_FOLDER_HELP = ("replace an existing output folder as a whole (only once the new "
+                          "results are complete)")
+
+
+def _add_results_folder_options(p: argparse.ArgumentParser) -> None:
+    """``-o``, ``--overwrite``, ``--device`` and ``-q`` of the commands that score a model into a
+    new results folder (``test``, ``predict``)."""
+    p.add_argument("-o", "--output", required=True,
+                   help="folder to create for the results; refused if it exists and is not "
+                   "empty, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_FOLDER_HELP)
+    p.add_argument("--device", help=_DEVICE_HELP)
+    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
+
+
 def _add_method_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """Options shared by ``fit`` and ``demo``. ``defaults`` (the method's, when only one method
     is possible) are shown in the help; otherwise the help points to ``distilad list METHOD``."""
@@ -529,14 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  distilad test bottle.distilad data/mvtec_ad/bottle -o bottle-report")
     p.add_argument("model", help="model file written by `distilad fit`")
     p.add_argument("data", help="MVTec-style category folder (its test/ split is used)")
-    p.add_argument("-o", "--output", required=True,
-                   help="folder to create for the results; refused if it exists and is not "
-                   "empty, unless --overwrite")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output folder as a whole (only once the new "
-                   "results are complete)")
-    p.add_argument("--device", help=_DEVICE_HELP)
-    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
+    _add_results_folder_options(p)
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser(
@@ -551,14 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file written by `distilad fit` (.distilad) or "
                    "`distilad export` (.onnx, run with onnxruntime)")
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
-    p.add_argument("-o", "--output", required=True,
-                   help="folder to create for the results; refused if it exists and is not "
-                   "empty, unless --overwrite")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output folder as a whole (only once the new "
-                   "results are complete)")
-    p.add_argument("--device", help=_DEVICE_HELP)
-    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
+    _add_results_folder_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -591,9 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="another MVTec-style category folder (default: the embedded "
                    "bottle copy, or $DISTILAD_DEMO_DATA)")
     p.add_argument("-o", "--output", help="folder to create (default: runs/demo-<date-time>)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output folder as a whole (only once the new "
-                   "results are complete)")
+    p.add_argument("--overwrite", action="store_true", help=_OVERWRITE_FOLDER_HELP)
     _add_method_options(p, _demo_defaults())
     p.set_defaults(func=cmd_demo)
 
