@@ -65,3 +65,12 @@ def test_profile_gan_step_section_shows_images_per_s_and_ratios() -> None:
     assert plain[6] == "-" and comp[6] == "64.0 (x1.08)"
     assert "No load average recorded for `plain.json`, `comp.json`" in text
     assert "`comp.json`: shared with two other jobs" in text
+
+
+def test_memory_section_shows_fit_and_bench_peaks() -> None:
+    rec = {"kind": "memory_rd", "category": "bottle", "epochs": 1, "threads": 1,
+           "fit_peak_rss_mb": 1786.4, "bench_peak_rss_mb": 2064.5, "git_commit": "abc",
+           "_file": "memory_rd_bottle_e1.json"}
+    rows = _rows(render([rec]), "## Memory")
+    assert rows == [["bottle", "1", "1", "1786", "2064", "1.16", "abc",
+                     "`memory_rd_bottle_e1.json`"]]
