@@ -75,6 +75,11 @@ def test_fit_writes_model(model_file: Path, tmp_path: Path, tiny_mvtec: Path,
     text = capsys.readouterr().out
     assert "on 9 images (3 held out" in text and str(out) in text
     cfg = read_model_config(out)
+    # the validation on synthetic defects of the 3 held-out images is printed after training
+    val = cfg["fit_info"]["validation"]
+    assert val["kind"] == "synthetic-defects" and val["n_normal"] == 3 == val["n_anomalous"]
+    auroc = f"{val['metrics']['image_auroc']:.4f}"
+    assert any("image AUROC" in x and auroc in x for x in text.splitlines()), text
     assert cfg["params"]["holdout_fraction"] == 0.25 and cfg["params"]["decoder_blocks"] == [1, 1, 1]
 
 

@@ -134,6 +134,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     line = computation_line(info)
     if line:
         print(line)
+    _print_validation(info.get("validation"))
     return 0
 
 
