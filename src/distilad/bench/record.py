@@ -4,9 +4,10 @@ Portable records: paths in a record never carry this machine's absolute paths. T
 (:func:`portable_path`, applied to every argument of the recorded ``command`` (also the value
 of ``--opt=/path`` and ``KEY=/path``), to ``data`` and to cache folders) is: a path under
 ``$DISTILAD_DATA`` is written ``$DISTILAD_DATA/<rest>``; else a path under the current folder
-is written relative to it; else a path under the home folder is written ``~/<rest>``; else it
-is written relative to the current folder (``../..``). Relative paths and other arguments stay
-as given.
+is written relative to it; else a path under the home folder is written ``~/<rest>``; else a
+path beside the current folder is written ``../<rest>`` (e.g. ``../shared/data`` beside a
+checkout); anything further away is written ``.../<last two parts>``, which names it without
+the machine's layout. Relative paths and other arguments stay as given.
 
 The code version is read once when a sweep starts (:func:`code_version`), not when a file is
 written, so every run of a sweep records the commit that produced it.
@@ -73,7 +74,10 @@ def portable_path(path: str | Path, cwd: str | Path | None = None) -> str:
     rest = _relative_to(p, Path.home())
     if rest is not None:
         return "~" + ("" if rest == "." else f"/{rest}")
-    return os.path.relpath(p, here)
+    rest = _relative_to(p, here.parent)
+    if rest is not None:
+        return "../" + rest if rest != "." else ".."
+    return ".../" + "/".join(p.parts[-2:])
 
 
 def _relative_to(p: Path, base: Path) -> str | None:
