@@ -21,7 +21,9 @@ METRICS = [("image_auroc", "image AUROC"), ("image_auroc_max_pool", "AUROC max-p
            ("image_auroc_mean_pool", "AUROC mean-pool"), ("pixel_auroc", "pixel AUROC"),
            ("aupro", "AUPRO@0.3"), ("pro_rd4ad_per_image", "PRO (RD4AD)"),
            ("image_auroc_reconstruction", "AUROC recon. score"),
-           ("image_auroc_teacher_latent", "teacher AUROC")]
+           ("image_auroc_teacher_latent", "teacher AUROC"),
+           ("image_auroc_pretrained", "AUROC pretrained part"),
+           ("image_auroc_teacher_student", "AUROC teacher-student part")]
 
 
 def _fmt(values: list[float]) -> str:
