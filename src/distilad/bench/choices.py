@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from distilad.bench.record import record_metric
+
 
 @dataclass(frozen=True)
 class Study:
@@ -59,14 +61,6 @@ STUDIES: tuple[Study, ...] = (
 _TIE_BREAK = ("pixel_auroc",)
 
 
-def _val(r: dict[str, Any], key: str) -> float:
-    return float(((r.get("validation") or {}).get("metrics") or {}).get(key, math.nan))
-
-
-def _test(r: dict[str, Any], key: str) -> float:
-    return float((r.get("metrics") or {}).get(key, math.nan))
-
-
 def _mean(values: list[float]) -> float:
     v = [x for x in values if not math.isnan(x)]
     return float(np.mean(v)) if v else math.nan
@@ -91,9 +85,9 @@ def study_table(study: Study, runs: list[dict[str, Any]]) -> list[str]:
         for ds in study.datasets:
             rs = [r for r in by_cfg.get((cfg, ds), []) if r.get("validation")
                   and (r["category"], r["seed"]) in common[ds]]
-            per_ds.append((len(rs), _mean([_val(r, vkey) for r in rs]),
-                           _mean([_test(r, tkey) for r in rs]),
-                           tuple(_mean([_val(r, k) for r in rs]) for k in _TIE_BREAK)))
+            per_ds.append((len(rs), _mean([record_metric(r, vkey, "validation") for r in rs]),
+                           _mean([record_metric(r, tkey) for r in rs]),
+                           tuple(_mean([record_metric(r, k, "validation") for r in rs]) for k in _TIE_BREAK)))
         rows.append((label, cfg, per_ds))
     if not any(n for _, _, per_ds in rows for n, *_ in per_ds):
         return []

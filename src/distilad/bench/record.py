@@ -16,6 +16,7 @@ written, so every run of a sweep records the commit that produced it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -166,6 +167,15 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def record_metric(record: dict[str, Any], key: str, part: str = "metrics") -> float:
+    """Metric ``key`` of a run record: from its test ``"metrics"`` or, with
+    ``part="validation"``, from its validation block; NaN where the run has none."""
+    block = record.get(part) or {}
+    if part == "validation":
+        block = block.get("metrics") or {}
+    return float(block.get(key, math.nan))
 
 
 def _default(o: Any) -> Any:

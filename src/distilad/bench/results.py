@@ -15,7 +15,7 @@ import numpy as np
 
 from distilad.bench.choices import choices_section
 from distilad.bench.paper_values import paper_value
-from distilad.bench.record import read_json
+from distilad.bench.record import read_json, record_metric
 
 METRICS = [("image_auroc", "image AUROC"), ("image_auroc_max_pool", "AUROC max-pool"),
            ("image_auroc_mean_pool", "AUROC mean-pool"), ("pixel_auroc", "pixel AUROC"),
@@ -58,12 +58,12 @@ VALIDATION_METRICS = [("image_auroc", "val. image AUROC"), ("pixel_auroc", "val.
 
 
 def _test_metric(key: str) -> Any:
-    return lambda r: (r.get("metrics") or {}).get(key, math.nan)
+    return lambda r: record_metric(r, key)
 
 
 def _val_metric(key: str) -> Any:
     """A validation metric of a record; NaN (shown '-') for records without validation."""
-    return lambda r: ((r.get("validation") or {}).get("metrics") or {}).get(key, math.nan)
+    return lambda r: record_metric(r, key, "validation")
 
 
 def _validation_line(recs: list[dict[str, Any]]) -> str:
