@@ -467,3 +467,14 @@ def test_bench_novelty_validates_on_training_images_of_other_classes(
     assert rec["n_train"] == 18 and val["n_normal"] == 2
     assert val["kind"] == "given-anomalies" and val["n_anomalous"] == 9 * 20
     assert "pixel_auroc" not in val["metrics"] and 0 <= val["metrics"]["image_auroc"] <= 1
+
+
+def test_commit_outside_a_checkout_comes_from_the_environment(tmp_path, monkeypatch) -> None:
+    """A copy of the tree without .git records $DISTILAD_COMMIT (else 'unknown')."""
+    from distilad.bench.record import code_version
+
+    monkeypatch.delenv("DISTILAD_COMMIT", raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert code_version(tmp_path) == ("unknown", [])
+    monkeypatch.setenv("DISTILAD_COMMIT", "abc123")
+    assert code_version(tmp_path) == ("abc123", [])

@@ -173,3 +173,30 @@ def test_channels_last_training_matches_and_is_undone(shared_data, tmp_path, mon
     want = plain.score(test).image_scores
     np.testing.assert_allclose(fast.score(test).image_scores, want, rtol=1e-2, atol=1e-6)
     fast.save(tmp_path / "m.distilad")
+
+
+def test_validation_curve_by_epoch(shared_data) -> None:
+    """validation_curve records one AUROC per epoch and phase; the last point is the model fit
+    validates (same images, same score), and without the option nothing is recorded."""
+    normal, _, _ = _digits(shared_data, 0, 200)
+    others, _, _ = _digits(shared_data, 1, 40)
+    kw = dict(width=8, nz=8, batch_size=32, progress=False, device="cpu", seed=0)
+    det = distilad.create_detector("edegan", epochs=3, validation_curve=True, **kw)
+    det.fit(normal, validation=others)
+    curve = det.fit_info["validation_curve"]
+    assert [(p["phase"], p["epoch"]) for p in curve] == [("edegan", 1), ("edegan", 2),
+                                                          ("edegan", 3)]
+    final = det.fit_info["validation"]["metrics"]["image_auroc"]
+    assert curve[-1]["latent"] == pytest.approx(final, abs=1e-4)
+    assert all(0.0 <= p["reconstruction"] <= 1.0 for p in curve)
+    assert not hasattr(det, "_validation_during_fit") or det._validation_during_fit is None
+    plain = distilad.create_detector("edegan", epochs=1, **kw).fit(normal, validation=others)
+    assert "validation_curve" not in plain.fit_info
+    pk = distilad.create_detector("pkdgan", schedule="two-step", student_width=2, student_nz=4,
+                                  teacher_epochs=1, step1_epochs=2, step2_epochs=1,
+                                  validation_curve=True, **kw)
+    pk.fit(normal, validation=others)
+    assert [(p["phase"], p["epoch"]) for p in pk.fit_info["validation_curve"]] == [
+        ("teacher", 1), ("step 1", 1), ("step 1", 2), ("step 2", 1)]
+    assert pk.fit_info["validation_curve"][-1]["latent"] == pytest.approx(
+        pk.fit_info["validation"]["metrics"]["image_auroc"], abs=1e-4)

@@ -229,6 +229,7 @@ class Detector:
         or None to skip; the result is ``fit_info["validation"]`` (see
         :func:`distilad.evaluate.validation_report`).
         """
+        from distilad.data.validation import validation_set
         from distilad.evaluate import resolve_validation, validation_report
 
         anomalies = resolve_validation(validation)  # a bad path fails before training
@@ -243,8 +244,15 @@ class Detector:
         train, holdout = images.subset(train_idx), images.subset(hold_idx)
         self._prepare(train)
         self._build()
+        # methods that follow validation during training (e.g. a GAN's validation_curve) read
+        # this; never saved, dropped after fit
+        self._validation_during_fit = (None if anomalies is None else validation_set(
+            holdout, None if isinstance(anomalies, str) else anomalies, seed))
         t0 = time.perf_counter()
-        info = self._fit(train, holdout) or {}
+        try:
+            info = self._fit(train, holdout) or {}
+        finally:
+            self._validation_during_fit = None
         train_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         scores, maps = self._score(holdout)

@@ -36,19 +36,22 @@ _NOT_CODE = (":(top,exclude)benchmarks/results", ":(top,exclude,glob)**/*.md")
 
 def code_version(cwd: str | Path | None = None) -> tuple[str, list[str]]:
     """(commit of the checkout holding this code, or ``unknown`` outside one; the tracked files
-    with uncommitted changes, leaving out ``benchmarks/results`` and ``*.md``)."""
+    with uncommitted changes, leaving out ``benchmarks/results`` and ``*.md``).
+
+    Outside a git checkout (e.g. a copy of a clean tree sent to a GPU machine) the commit is
+    ``$DISTILAD_COMMIT`` when set, which whoever made the copy vouches for."""
     here = cwd or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                              text=True, timeout=10).stdout.strip()
         if not sha:
-            return "unknown", []
+            return os.environ.get("DISTILAD_COMMIT", "").strip() or "unknown", []
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
                                  ":/", *_NOT_CODE], cwd=here, capture_output=True, text=True,
                                 timeout=10).stdout
         return sha, [line[3:] for line in status.splitlines() if line.strip()]
     except (OSError, subprocess.SubprocessError):
-        return "unknown", []
+        return os.environ.get("DISTILAD_COMMIT", "").strip() or "unknown", []
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -167,12 +167,14 @@ def training_memory_format(device: torch.device, width: int, batch_size: int
 def train_epochs(data: torch.Tensor, epochs: int, batch_size: int, order: torch.Generator,
                  step: Callable[[torch.Tensor], Sequence[float]], device: torch.device,
                  desc: str, progress: bool,
-                 memory_format: torch.memory_format = torch.contiguous_format
+                 memory_format: torch.memory_format = torch.contiguous_format,
+                 after_epoch: Callable[[int], object] | None = None
                  ) -> list[list[float]]:
     """``epochs`` passes over ``data`` (N, C, S, S) in a random order drawn from ``order``, calling
     ``step(batch)`` (batches of ``batch_size``, the last one possibly smaller, on ``device`` in
     ``memory_format``) which returns losses; returns the mean of each loss per epoch (5
-    decimals), one list per epoch run."""
+    decimals), one list per epoch run. ``after_epoch(k)`` runs after epoch k (1-based), e.g. a
+    :class:`ValidationCurve`."""
     n = len(data)
     history: list[list[float]] = []
     bar = tqdm(range(int(epochs)), desc=f"{desc} ({n} images)", unit="epoch", disable=not progress)
@@ -187,7 +189,67 @@ def train_epochs(data: torch.Tensor, epochs: int, batch_size: int, order: torch.
             steps += 1
         history.append([round(v / max(steps, 1), 5) for v in sums])
         bar.set_postfix(loss=", ".join(f"{v:.4f}" for v in history[-1]))
+        if after_epoch is not None:
+            after_epoch(len(history))
     return history
+
+
+class ValidationCurve:
+    """Validation AUROC of a generator after each training epoch (a learning curve).
+
+    ``images``: held-out normals (label 0) and validation anomalies (label 1), an ImageSet with
+    labels, or None (then nothing is recorded). Calling ``curve(phase, generator)`` returns an
+    ``after_epoch`` callback for :func:`train_epochs`; each call appends ``{"phase", "epoch",
+    "latent", "reconstruction"}`` (image AUROC of both scores, 4 decimals) to :attr:`points`.
+    The generator is scored in eval mode and put back in the mode it was in.
+    """
+
+    def __init__(self, images: ImageSet | None, size: int, channels: int, batch_size: int,
+                 device: torch.device):
+        self.images, self.size, self.channels = images, size, channels
+        self.batch_size, self.device = batch_size, device
+        self.points: list[dict[str, Any]] = []
+        self.seconds = 0.0
+
+    def __call__(self, phase: str, generator: nn.Module) -> Callable[[int], None] | None:
+        if self.images is None:
+            return None
+
+        def after_epoch(epoch: int) -> None:
+            import time
+
+            from distilad.metrics import auroc
+
+            t0 = time.perf_counter()
+            was_training = generator.training
+            scores = score_images(generator, self.images, self.size, self.channels,
+                                  self.batch_size, self.device)
+            generator.train(was_training)
+            point: dict[str, Any] = {"phase": phase, "epoch": epoch}
+            for kind, s in scores.items():
+                point[kind] = (round(auroc(self.images.labels, s), 4)
+                               if np.all(np.isfinite(s)) else None)
+            self.points.append(point)
+            self.seconds += time.perf_counter() - t0
+        return after_epoch
+
+    def info(self) -> dict[str, Any]:
+        """What a fit records: the points and the seconds spent scoring them (nothing when no
+        curve was asked for)."""
+        if self.images is None:
+            return {}
+        return {"validation_curve": self.points,
+                "validation_curve_seconds": round(self.seconds, 3)}
+
+
+def validation_curve(detector: Any) -> ValidationCurve:
+    """The :class:`ValidationCurve` of a GAN detector being fitted: its validation images when
+    ``validation_curve`` is on and ``fit`` was given validation data, else an empty one."""
+    p = detector.params
+    images = (getattr(detector, "_validation_during_fit", None) if p["validation_curve"]
+              else None)
+    batch = detector._score_batch_size(len(images)) if images is not None else 1
+    return ValidationCurve(images, p["image_size"], p["channels"], batch, detector.device)
 
 
 def make_optimizers(gan: GAN, lr: float, betas: Sequence[float]

@@ -20,9 +20,10 @@ from distilad.modules.gan import (
     score_images,
     train_epochs,
     training_memory_format,
+    validation_curve,
 )
 from distilad.modules.scoring import GeneratorScoringNet
-from distilad.params import AutoOr, Float, ImageSize, Int, OneOf, Param, Seq
+from distilad.params import AutoOr, Bool, Float, ImageSize, Int, OneOf, Param, Seq
 
 GAN_DEFAULTS: dict[str, Any] = {
     "image_size": 32,
@@ -38,6 +39,7 @@ GAN_DEFAULTS: dict[str, Any] = {
     "w_enc": 1.0,
     "score": "latent",
     "score_batch_size": 256,
+    "validation_curve": False,
 }
 GAN_SPECS: dict[str, Param] = {
     "image_size": ImageSize(16, power_of_two=True,
@@ -55,6 +57,9 @@ GAN_SPECS: dict[str, Param] = {
     "score": OneOf("latent", "reconstruction"),
     # "auto": measured fastest per image on this machine (distilad.autobatch)
     "score_batch_size": AutoOr(Int(min=1)),
+    # validation AUROC after every epoch into fit_info["validation_curve"] (one scoring pass
+    # of the held-out normals and validation anomalies per epoch)
+    "validation_curve": Bool(),
 }
 
 
@@ -93,12 +98,14 @@ class EDEGANDetector(Detector):
             resets += r.d_reset
             return r.loss_g, r.loss_d
 
+        curve = validation_curve(self)
         self.gan.train()
         history = train_epochs(data, p["epochs"], p["batch_size"],
                                torch.Generator().manual_seed(int(p["seed"])), step, self.device,
-                               "edegan fit", p["progress"], fmt)
+                               "edegan fit", p["progress"], fmt,
+                               after_epoch=curve("edegan", self.gan.generator))
         self.gan.to(memory_format=torch.contiguous_format).eval()
-        return {"epochs": len(history), "loss_history_g_d": history,
+        return {**curve.info(), "epochs": len(history), "loss_history_g_d": history,
                 "discriminator_resets": resets,
                 "generator_flops": count_flops(self.gan.generator, p["image_size"], p["channels"]),
                 "generator_params": sum(q.numel() for q in self.gan.generator.parameters())}

@@ -52,6 +52,7 @@ from distilad.modules.gan import (
     train_epochs,
     training_memory_format,
     update,
+    validation_curve,
 )
 from distilad.modules.scoring import GeneratorScoringNet
 from distilad.params import Float, Int, OneOf
@@ -126,13 +127,14 @@ class PKDGANDetector(Detector):
 
     def _epochs(self, data: torch.Tensor, epochs: int, desc: str,
                 step: Callable[[torch.Tensor], tuple[float, float]],
-                fmt: torch.memory_format) -> list[list[float]]:
+                fmt: torch.memory_format, after_epoch: Callable[[int], object] | None = None
+                ) -> list[list[float]]:
         """``epochs`` passes of ``step`` on batches in ``fmt``; per epoch [mean generator loss,
         mean discriminator loss]. Each phase shuffles with its own seeded order."""
         p = self.params
         order = torch.Generator().manual_seed(int(p["seed"]) + zlib.crc32(desc.encode()) % 1000)
         return train_epochs(data, epochs, p["batch_size"], order, step, self.device, desc,
-                            p["progress"], fmt)
+                            p["progress"], fmt, after_epoch)
 
     def _fit(self, train: ImageSet, holdout: ImageSet) -> dict[str, Any]:
         p = self.params
@@ -148,6 +150,9 @@ class PKDGANDetector(Detector):
         opt_proj = torch.optim.Adam(self.proj.parameters(), lr=lr, betas=tuple(betas))
         resets = {"teacher": 0, "student": 0}
         info: dict[str, Any] = {"schedule": schedule}
+        # the learning curve follows the model each phase trains: the teacher while it is
+        # pretrained, the (deployed) student after
+        curve = validation_curve(self)
 
         def alone_step(gan: EDEGAN, role: str, opt_g, opt_d) -> Callable:
             def step(x: torch.Tensor) -> tuple[float, float]:
@@ -188,7 +193,8 @@ class PKDGANDetector(Detector):
             if cached is None:
                 info["teacher_loss"] = self._epochs(
                     data, p["teacher_epochs"], "teacher",
-                    alone_step(self.teacher, "teacher", opt_tg, opt_td), t_fmt)
+                    alone_step(self.teacher, "teacher", opt_tg, opt_td), t_fmt,
+                    curve("teacher", self.teacher.generator))
                 trained["teacher"] = len(info["teacher_loss"])
                 self._save_cached_teacher(train, info["teacher_loss"])
             else:
@@ -200,16 +206,18 @@ class PKDGANDetector(Detector):
         if schedule == "alone":
             info["student_loss"] = self._epochs(
                 data, p["step1_epochs"] + p["step2_epochs"], "student alone",
-                alone_step(self.student, "student", opt_sg, opt_sd), s_fmt)
+                alone_step(self.student, "student", opt_sg, opt_sd), s_fmt,
+                curve("student alone", self.student.generator))
             trained["alone"] = len(info["student_loss"])
         if schedule in ("two-step", "fixed"):
             e1 = p["step1_epochs"] + (p["step2_epochs"] if schedule == "fixed" else 0)
             info["step1_loss"] = self._epochs(data, e1, "step 1 (teacher fixed)", fixed_step,
-                                              s_fmt)
+                                              s_fmt, curve("step 1", self.student.generator))
             trained["step1"] = len(info["step1_loss"])
         if schedule in ("two-step", "joint"):
             e2 = p["step2_epochs"] + (p["step1_epochs"] if schedule == "joint" else 0)
-            info["step2_loss"] = self._epochs(data, e2, "step 2 (joint)", joint_step, t_fmt)
+            info["step2_loss"] = self._epochs(data, e2, "step 2 (joint)", joint_step, t_fmt,
+                                              curve("step 2", self.student.generator))
             trained["step2"] = len(info["step2_loss"])
         for gan in (self.teacher, self.student):
             gan.to(memory_format=torch.contiguous_format).eval()
@@ -227,6 +235,7 @@ class PKDGANDetector(Detector):
         info["epochs_trained"] = trained
         info["epochs"] = sum(trained.values())
         info["discriminator_resets"] = resets
+        info.update(curve.info())
         return info
 
     # -- pretrained-teacher cache: the teacher of step 0 depends only on its own settings, the
