@@ -24,6 +24,12 @@ METRICS = [("image_auroc", "image AUROC"), ("image_auroc_max_pool", "AUROC max-p
            ("image_auroc_teacher_latent", "teacher AUROC"),
            ("image_auroc_pretrained", "AUROC pretrained part"),
            ("image_auroc_teacher_student", "AUROC teacher-student part")]
+#: ELPV tables (no pixel masks, no paper values): image metrics, the calibrated threshold's
+#: rates on the test, and the uncertain cells' row (``distilad.data.elpv``)
+ELPV_METRICS = [("image_auroc", "image AUROC"), ("image_ap", "AP"), ("image_f1_max", "F1-max"),
+                ("tpr_at_threshold", "TPR at calibrated FPR"),
+                ("fpr_at_threshold", "test FPR at threshold"),
+                ("image_auroc_uncertain", "AUROC uncertain vs normal")]
 
 
 def _fmt(values: list[float]) -> str:
@@ -68,6 +74,8 @@ def _val_metric(key: str) -> Any:
 
 def _validation_line(recs: list[dict[str, Any]]) -> str:
     """What the validation columns measured, from the records that have validation."""
+    if recs[0].get("dataset") == "elpv":
+        return _elpv_line(recs)
     vals = [r["validation"] for r in recs if r.get("validation")]
     if not vals:
         return ""
@@ -85,6 +93,27 @@ def _validation_line(recs: list[dict[str, Any]]) -> str:
             (f"; {missing} runs without validation ('-')" if missing else "") + ".")
 
 
+def _elpv_line(recs: list[dict[str, Any]]) -> str:
+    """What an ELPV table's validation, threshold and uncertain columns measured."""
+    vals = [r["validation"] for r in recs if r.get("validation")]
+    fprs = sorted({r.get("params", {}).get("target_fpr") for r in recs} - {None})
+    text = ("ELPV protocol `elpv` (`distilad.data.elpv`; one split for every seed): train on 60 % "
+            "of the normal cells (probability 0), test on the other normals and the anomalous "
+            "cells (probability 1) not reserved for validation.")
+    if any("metrics" in r for r in recs):
+        text += (" TPR / test FPR at the threshold the detector calibrated on its held-out "
+                 f"training normals at target_fpr {' / '.join(str(f) for f in fprs) or '?'}. "
+                 "'AUROC uncertain vs normal': test normals vs the cells of probability 1/3 "
+                 "and 2/3, which no other column uses.")
+    if vals:
+        n_norm = np.mean([v.get("n_normal", 0) for v in vals])
+        n_anom = np.mean([v.get("n_anomalous", 0) for v in vals])
+        text += (" Validation (`val.` columns; the test split is not used): held-out training "
+                 f"normals vs the anomalous cells reserved for validation; {n_norm:.0f} normal "
+                 f"vs {n_anom:.0f} anomalous images per run on average.")
+    return text
+
+
 def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> list[str]:
     """One table: rows = classes, columns = test metrics (mean ± std over seeds) with the paper's
     beside them, then validation metrics; ``validation_only``: runs that never read the test
@@ -94,8 +123,10 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
     by_class: dict[str, list[dict]] = defaultdict(list)
     for r in recs:
         by_class[str(r["category"])].append(r)
+    elpv = dataset == "elpv"
     present = [] if validation_only else [
-        (k, n) for k, n in METRICS if any(k in r["metrics"] for r in recs)]
+        (k, n) for k, n in (ELPV_METRICS if elpv else METRICS)
+        if any(k in r["metrics"] for r in recs)]
     val_present = [(k, n) for k, n in VALIDATION_METRICS
                    if k == "image_auroc" or any(not math.isnan(_val_metric(k)(r)) for r in recs)]
     seeds = sorted({r["seed"] for r in recs})
@@ -113,7 +144,7 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
     lines.append("")
     columns = ["class", "runs"]
     for _, n in present:
-        columns += [f"{n} (ours)", "paper"]
+        columns += [n] if elpv else [f"{n} (ours)", "paper"]
     columns += [n for _, n in val_present]
     show_flops = any("flops_ratio" in r.get("fit_info", {}) for r in recs)
     if show_flops:
@@ -135,6 +166,8 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
             else:
                 cells += [_fmt([_test_metric(k)(r) for r in rs]),
                           _paper(method, dataset, protocol, cls, k)]
+            if elpv:  # no paper values: no paper column
+                cells.pop()
         for k, _ in val_present:
             cells.append(_fmt(_seed_means(recs, seeds, len(by_class), _val_metric(k)) if mean_row
                               else [_val_metric(k)(r) for r in rs]))

@@ -7,11 +7,13 @@ is regenerated from all files at the end (``python -m distilad.bench.results`` d
 
 Every run passes validation anomalies to ``fit``, from the training data only: for MVTec-style
 categories synthetic defects of the held-out normals, for the novelty protocols a seeded sample
-of training images (:func:`distilad.data.novelty.validation_anomalies`); the result is recorded
+of training images (:func:`distilad.data.novelty.validation_anomalies`), for ELPV the anomalous
+cells its protocol reserves for validation (:mod:`distilad.data.elpv`); the result is recorded
 as ``"validation"`` beside the test ``"metrics"``. With ``--validate`` the test split is never
 read: the record has no test metrics, ``"test_evaluated": false``, and its run id ends in
 ``_val``, so settings can be chosen on validation figures alone and RESULTS.md keeps such runs
-apart.
+apart. ELPV test runs also score the protocol's uncertain cells (defect probability 1/3, 2/3)
+against the test normals: ``metrics["image_auroc_uncertain"]`` and an ``"uncertain"`` block.
 
 Results go to ``--results`` (default ``benchmarks/results`` under the current folder) and the
 markdown to ``--markdown``; nothing else depends on running inside a checkout. The commit is
@@ -45,6 +47,9 @@ from distilad.errors import DistiladError
 
 MVTEC = "mvtec"
 NOVELTY = ("mnist", "fashion-mnist", "cifar10")
+#: the ELPV solar cells (optional package elpv-dataset); its protocol and categories
+ELPV = "elpv"
+ELPV_CATEGORIES = ("mono", "poly")
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,10 @@ def parse_classes(text: str, dataset: str) -> list[str]:
         bad = [c for c in out if not c.isdigit() or not 0 <= int(c) <= 9]
         if bad:
             raise DistiladError(f"{dataset}: classes are 0..9, got {', '.join(bad)}")
+    if dataset == ELPV:
+        bad = [c for c in out if c not in ELPV_CATEGORIES]
+        if bad:
+            raise DistiladError(f"elpv: classes are mono and poly, got {', '.join(bad)}")
     return out
 
 
@@ -128,6 +137,10 @@ class Task:
     #: ``fit``'s validation argument: "synthetic" or an ImageSet of anomalous training images
     validation: Any
     description: str
+    #: ELPV test runs: the uncertain cells (probability 1/3, 2/3), scored against the test
+    #: normals; None elsewhere
+    uncertain: Any = None
+    uncertain_probabilities: Any = None
 
 
 def load_task(spec: RunSpec, data_root: str | None) -> Task:
@@ -150,6 +163,12 @@ def load_task(spec: RunSpec, data_root: str | None) -> Task:
                                 "DISTILAD_DATA to a folder holding mvtec_ad/<category>")
         test = None if spec.validate else mvtec_test(folder)
         return Task(mvtec_train(folder), test, "synthetic", portable_path(folder))
+    if spec.dataset == ELPV:
+        from distilad.data.elpv import make_elpv_split
+
+        elpv = make_elpv_split(spec.cls, test=not spec.validate)
+        return Task(elpv.train, elpv.test, elpv.validation_anomalies, elpv.description,
+                    elpv.uncertain, elpv.uncertain_probabilities)
     from distilad.data.novelty import make_novelty_split, validation_anomalies
 
     split = make_novelty_split(spec.dataset, spec.protocol, int(spec.cls), root=data_root,
@@ -193,7 +212,7 @@ def execute(spec: RunSpec, data_root: str | None, commit: str | None = None,
         "test_evaluated": not spec.validate,
     }
     if not spec.validate:
-        record.update(_test(det, task.test))
+        record.update(_test(det, task.test, task.uncertain, task.uncertain_probabilities))
     record.update({
         "validation": validation,
         "n_train": info["n_train"],
@@ -213,8 +232,10 @@ def execute(spec: RunSpec, data_root: str | None, commit: str | None = None,
     return record
 
 
-def _test(det: Any, test: Any) -> dict[str, Any]:
-    """Test metrics and scoring times of a fitted detector (the final evaluation)."""
+def _test(det: Any, test: Any, uncertain: Any = None,
+          uncertain_probabilities: Any = None) -> dict[str, Any]:
+    """Test metrics and scoring times of a fitted detector (the final evaluation); with
+    ``uncertain`` images (ELPV), their row too (:func:`_uncertain_row`)."""
     from distilad.evaluate import compute_metrics
     from distilad.metrics import auroc
 
@@ -222,7 +243,12 @@ def _test(det: Any, test: Any) -> dict[str, Any]:
     metrics = compute_metrics(test, result)
     for name, alt in (getattr(det, "alternative_scores", None) or {}).items():
         metrics[f"image_auroc_{name}"] = auroc(test.labels, alt)
+    extra: dict[str, Any] = {}
+    if uncertain is not None and len(uncertain):
+        extra["uncertain"] = _uncertain_row(det, test, result, uncertain, uncertain_probabilities)
+        metrics["image_auroc_uncertain"] = extra["uncertain"]["image_auroc"]
     return {
+        **extra,
         "metrics": metrics,
         "n_test": len(test),
         "score_seconds": round(result.seconds, 3),
@@ -231,6 +257,32 @@ def _test(det: Any, test: Any) -> dict[str, Any]:
         "inference_batch_size": det.params.get("score_batch_size"),
         "inference_batch_measurement": getattr(det, "batch_measurement", None),
     }
+
+
+def _uncertain_row(det: Any, test: Any, result: Any, uncertain: Any,
+                   probabilities: Any) -> dict[str, Any]:
+    """ELPV's uncertain cells against the test normals (never mixed into the test metrics):
+    image AUROC of test normals (0) vs all uncertain cells (1) and per defect probability, and
+    the share of uncertain cells above the calibrated threshold."""
+    import numpy as np
+
+    from distilad.metrics import auroc
+
+    normal_scores = np.asarray(result.image_scores)[np.asarray(test.labels) == 0]
+    scored = det.score(uncertain)
+    scores = np.asarray(scored.image_scores)
+    probabilities = np.asarray(probabilities, dtype=float)
+
+    def vs_normals(s: np.ndarray) -> float:
+        return auroc(np.r_[np.zeros(len(normal_scores)), np.ones(len(s))],
+                     np.r_[normal_scores, s])
+
+    by_probability = {f"{p:.2f}": vs_normals(scores[np.isclose(probabilities, p)])
+                      for p in sorted(set(np.round(probabilities, 6).tolist()))}
+    flagged = (float(np.mean(scored.labels)) if scored.labels is not None else None)
+    return {"n_uncertain": len(scores), "n_test_normal": len(normal_scores),
+            "image_auroc": vs_normals(scores), "image_auroc_by_probability": by_probability,
+            "flagged_fraction": flagged, "score_seconds": round(scored.seconds, 3)}
 
 
 def _portable_param(key: str, value: Any) -> Any:
@@ -243,12 +295,14 @@ def _portable_param(key: str, value: Any) -> Any:
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="rd", help="method name (default rd)")
     p.add_argument("--dataset", required=True,
-                   help="mvtec, mnist, fashion-mnist or cifar10")
+                   help="mvtec, elpv, mnist, fashion-mnist or cifar10 (elpv needs pip install "
+                        "'distilad[elpv]')")
     p.add_argument("--protocol", default=None,
                    help="one-class (default for novelty sets) or one-class-anomalous; "
-                        "mvtec uses 'mvtec'")
+                        "mvtec uses 'mvtec', elpv 'elpv'")
     p.add_argument("--classes", default=None,
-                   help="novelty: 0-9 (default) or a list; mvtec: category names (bottle)")
+                   help="novelty: 0-9 (default) or a list; mvtec: category names (bottle); "
+                        "elpv: mono,poly (default)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="method argument, value as JSON (repeatable)")
@@ -258,8 +312,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                                        "mvtec_ad/ (default $DISTILAD_DATA)")
     p.add_argument("--validate", action="store_true",
                    help="validation only, for choosing settings: the test split is never read; "
-                        "held-out normals vs synthetic defects (mvtec) or other classes' training "
-                        "images (novelty); run ids end in _val")
+                        "held-out normals vs synthetic defects (mvtec), the reserved anomalous "
+                        "cells (elpv) or other classes' training images (novelty); run ids end "
+                        "in _val")
     p.add_argument("--results", default="benchmarks/results",
                    help="folder of per-run JSON files, relative to the current folder "
                         "(default: %(default)s)")
@@ -281,12 +336,16 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
     from distilad.cli import parse_set_options
 
     dataset = args.dataset
-    if dataset not in (MVTEC, *NOVELTY):
-        raise DistiladError(f"unknown dataset {dataset!r}; choose mvtec, {', '.join(NOVELTY)}")
-    protocol = args.protocol or (MVTEC if dataset == MVTEC else "one-class")
-    if dataset != MVTEC and protocol not in ("one-class", "one-class-anomalous"):
+    if dataset not in (MVTEC, ELPV, *NOVELTY):
+        raise DistiladError(f"unknown dataset {dataset!r}; choose mvtec, {ELPV}, "
+                            f"{', '.join(NOVELTY)}")
+    protocol = args.protocol or {MVTEC: MVTEC, ELPV: ELPV}.get(dataset, "one-class")
+    if dataset == ELPV and protocol != ELPV:
+        raise DistiladError(f"unknown protocol {protocol!r} for elpv; it has one, 'elpv'")
+    if dataset in NOVELTY and protocol not in ("one-class", "one-class-anomalous"):
         raise DistiladError(f"unknown protocol {protocol!r}; one-class or one-class-anomalous")
-    classes = parse_classes(args.classes or ("bottle" if dataset == MVTEC else "0-9"), dataset)
+    default_classes = {MVTEC: "bottle", ELPV: ",".join(ELPV_CATEGORIES)}.get(dataset, "0-9")
+    classes = parse_classes(args.classes or default_classes, dataset)
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise DistiladError(f"--data-root {args.data_root} is not a folder")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", args.name):
