@@ -202,7 +202,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def test_help_shows_every_default_an_example_and_quiet() -> None:
     subs = _subparsers(build_parser())
-    assert set(subs) == {"list", "fit", "test", "predict", "export", "demo", "bench"}
+    assert set(subs) == {"list", "fit", "test", "predict", "export", "serve", "demo", "bench"}
     for name, p in subs.items():
         fmt = p.formatter_class(prog=p.prog)
         text = p.format_help()

@@ -1,4 +1,4 @@
-"""Command line: ``distilad fit | test | predict | export | demo | list | bench``.
+"""Command line: ``distilad fit | test | predict | export | serve | demo | list | bench``.
 
 User errors (missing folder, unreadable image, unknown method, bad model file, existing output)
 end with one line on stderr and exit status 2; nothing a user wrote before is overwritten unless
@@ -369,6 +369,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from distilad.serve import INSTALL_HINT, missing_packages
+
+    missing = missing_packages()
+    if missing:
+        raise DistiladError(f"serve needs {', '.join(missing)}, not installed: {INSTALL_HINT}")
+    from distilad.serve import UploadLimits, create_app
+    from distilad.serve.app import load_served_model
+    from distilad.serve.server import bind_socket, run_server
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise DistiladError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.max_upload_mb <= 0 or args.max_pending < 1:
+        raise DistiladError("--max-upload-mb must be above 0 and --max-pending at least 1")
+    limits = UploadLimits.default(int(args.max_upload_mb * 1024 * 1024))
+    if args.max_pixels is not None:
+        text = args.max_pixels.strip().lower()
+        if text != "none" and (not text.isdigit() or int(text) < 1):
+            raise DistiladError(f"--max-pixels must be a positive pixel count or 'none', got "
+                                f"{args.max_pixels!r}")
+        limits = UploadLimits(limits.max_bytes, None if text == "none" else int(text))
+    model = load_served_model(args.model, device=args.device or "auto", threads=args.threads)
+    app = create_app(model, limits=limits, max_pending=args.max_pending, source=args.model)
+    sock = bind_socket(args.host, args.port)  # before the banner: a taken port is one line
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"distilad: serving {model.name} from {args.model} on http://{shown}:{port}/ "
+          f"(page at /, POST /predict, GET /health, GET /model; Ctrl-C to stop)", flush=True)
+    run_server(app, sock, quiet=args.quiet)
+    return 0
+
+
 def demo_data_path() -> Path:
     """The embedded MVTec AD bottle copy (repo ``data/``), or ``$DISTILAD_DEMO_DATA``."""
     env = os.environ.get("DISTILAD_DEMO_DATA")
@@ -495,6 +531,7 @@ the usual workflow:
   distilad fit rd path/to/bottle -o bottle.distilad             # train on normal images
   distilad test bottle.distilad path/to/bottle -o report         # metrics + report.html
   distilad predict bottle.distilad new_images/ -o predictions    # scores, labels, overlays
+  distilad serve bottle.distilad -p 8000                         # web page + HTTP API
 
 `distilad COMMAND --help` explains each command."""
 
@@ -581,6 +618,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the comparison with PyTorch on synthetic images")
     p.add_argument("-q", "--quiet", action="store_true", help="accepted for symmetry; no effect")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "serve", help="inspection server: web page and HTTP API scoring uploaded images",
+        formatter_class=fmt,
+        description=_para("Serve a model over HTTP (FastAPI + uvicorn; needs pip install "
+                    "'distilad[serve]'). A web page at / takes dropped images and shows the "
+                    "heatmap overlay, the score against the threshold, the label and the last "
+                    "10 results. API: POST /predict with the image as the multipart field "
+                    "'file' returns JSON (score, normalized_score, label, threshold, "
+                    "timing_ms; with ?overlay=true also overlay_png, a base64 PNG of the image, "
+                    "its heatmap and the colour bar); GET /health; GET /model (method, input "
+                    "size, calibration, arguments, library version). Bad uploads get a 4xx "
+                    "answer with {\"error\": message}; requests are scored one at a time in "
+                    "arrival order. Listens on localhost only unless --host says otherwise."),
+        epilog="examples:\n  distilad serve bottle.distilad -p 8000\n"
+               "  curl -F file=@data/mvtec_ad/bottle/test/broken_large/000.jpg "
+               "http://127.0.0.1:8000/predict\n"
+               "  distilad serve bottle.onnx --host 0.0.0.0 -p 8080 -q")
+    p.add_argument("model", help="model file written by `distilad fit` (.distilad) or "
+                   "`distilad export` (.onnx, run with onnxruntime)")
+    p.add_argument("-p", "--port", type=int, default=8000, help="TCP port (0: any free port)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 makes the server reachable from other "
+                   "machines (it has no authentication)")
+    p.add_argument("--device", help=_DEVICE_HELP)
+    p.add_argument("--threads", type=int, help="CPU threads for scoring (default: PyTorch's / "
+                   "onnxruntime's own choice)")
+    p.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=20.0,
+                   help="largest image file accepted, in MiB")
+    p.add_argument("--max-pixels", dest="max_pixels",
+                   help="largest image (width x height) decoded, or 'none' (default: PIL's "
+                   "decompression-bomb limit, 89,478,485, or $DISTILAD_MAX_IMAGE_PIXELS)")
+    p.add_argument("--max-pending", dest="max_pending", type=int, default=64,
+                   help="requests that may wait for the model at once; more are answered 503")
+    p.add_argument("-q", "--quiet", action="store_true", help="no log line per request")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "demo", help="train and test RD on the embedded MVTec AD bottle images",
