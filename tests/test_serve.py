@@ -10,6 +10,7 @@ recalibrated on 30 other bottle *training* images so that the defective test ima
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import sys
@@ -37,9 +38,11 @@ DEFECT = Path("test") / "broken_large" / "000.jpg"
 GOOD = Path("test") / "good" / "000.jpg"
 
 
+@functools.cache
 def fit_tiny_rd(train_category: Path, bottle_dir: Path) -> distilad.Detector:
     """The tiny RD of this file, recalibrated (target FPR 0.3) on bottle training images 100-129,
-    which the tiny fit did not see (shared with tests/test_serve_browser.py)."""
+    which the tiny fit did not see; fitted once per process (tests/test_serve_browser.py uses it
+    too). Callers must not change it."""
     det = distilad.create_detector("rd", **RD_TINY).fit(train_category, validation=None)
     others = image_files(sorted((bottle_dir / "train" / "good").glob("*.jpg"))[100:130])
     det.calibrate(others, target_fpr=0.3)
