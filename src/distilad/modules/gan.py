@@ -12,6 +12,10 @@ and so do the reconstructions' features and logits. Both nets' gradients are tak
 weights of the start of the step, which is what GANomaly's order (generator step, then a
 discriminator step on the same batch) computes too, since the generator step leaves the
 discriminator's weights unchanged.
+
+AdaptiveMix (``distilad.modules.adaptivemix``; off unless an ``AdaptiveMix`` is passed) adds its
+``-cos`` shrinkage terms on mixtures of the real batch and of the reconstructions to both losses
+(:func:`gan_losses`; methods/README-adaptivemix.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 
 from distilad.data import ImageSet
 from distilad.data.transforms import stack_images
+from distilad.modules.adaptivemix import AdaptiveMix
 
 #: DCGAN's weight rule (Radford et al. 2016; GANomaly's ``weights_init``)
 DCGAN_STD = 0.02
@@ -70,11 +75,19 @@ def reset_if_collapsed(discriminator: nn.Module, loss_d: float) -> bool:
 
 
 class GANLosses(NamedTuple):
-    """Scalar losses of one batch and the generator's outputs (x_hat, z, z_hat)."""
+    """Scalar losses of one batch and the generator's outputs (x_hat, z, z_hat).
+
+    ``generator`` / ``discriminator``: what each network minimises. ``ganomaly_g`` /
+    ``ganomaly_d``: GANomaly's part of them (the same tensors when AdaptiveMix is off; the
+    collapsed-discriminator rule watches ``ganomaly_d``). ``shrinkage``: AdaptiveMix's
+    unweighted ``-cos`` terms on (real, fake) mixtures, None when off."""
 
     generator: torch.Tensor
     discriminator: torch.Tensor
     outputs: Outputs
+    ganomaly_g: torch.Tensor
+    ganomaly_d: torch.Tensor
+    shrinkage: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def loss_weights(params: Mapping[str, Any]) -> dict[str, float]:
@@ -82,8 +95,8 @@ def loss_weights(params: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(params[k]) for k in ("w_adv", "w_con", "w_enc")}
 
 
-def gan_losses(gan: GAN, x: torch.Tensor, w_adv: float, w_con: float, w_enc: float
-               ) -> GANLosses:
+def gan_losses(gan: GAN, x: torch.Tensor, w_adv: float, w_con: float, w_enc: float,
+               adaptivemix: AdaptiveMix | None = None) -> GANLosses:
     """GANomaly's losses of batch ``x``, one discriminator pass on ``x`` and one on ``x_hat``.
 
     Generator: ``w_adv * mean((f(x) - f(x_hat))^2) + w_con * mean|x - x_hat| +
@@ -92,6 +105,15 @@ def gan_losses(gan: GAN, x: torch.Tensor, w_adv: float, w_con: float, w_enc: flo
     The two losses share the discriminator's graph: apply them with :func:`update`, which sends
     each loss's gradients only to its own network (the discriminator's loss must not reach the
     generator through ``x_hat``, nor the generator's loss the discriminator's weights).
+
+    ``adaptivemix`` (off when None): two more discriminator passes, on a mixture of the real
+    batch and on a mixture of the reconstructions (each mixed within itself), give AdaptiveMix's
+    GAN terms ``s_real``, ``s_fake`` = ``-cos(f(x_mix), detached mix of f)`` with f the feature
+    map above (f(x), f(x_hat) of this step as the unmixed features). As in the official
+    StyleGAN2 code, the discriminator gets both (``+ w/2 (s_real + s_fake)``: each keeps weight
+    w relative to its own BCE term, which GANomaly halves) and the generator gets ``+ w s_fake``
+    (its gradient reaches the generator through the mixed reconstructions). One fake mixture
+    serves both networks, as the two steps share the weights of the start of the step.
     """
     x_hat, z, z_hat = gan.generator(x)
     logit_real, f_real = gan.discriminator(x)
@@ -101,7 +123,17 @@ def gan_losses(gan: GAN, x: torch.Tensor, w_adv: float, w_con: float, w_enc: flo
               + w_enc * (z - z_hat).pow(2).mean())
     loss_d = 0.5 * (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
                     + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
-    return GANLosses(loss_g, loss_d, (x_hat, z, z_hat))
+    if adaptivemix is None:
+        return GANLosses(loss_g, loss_d, (x_hat, z, z_hat), loss_g, loss_d)
+
+    def features(v: torch.Tensor) -> torch.Tensor:
+        return gan.discriminator(v)[1]
+
+    s_real = adaptivemix.cosine_loss(features, x, f_real)
+    s_fake = adaptivemix.cosine_loss(features, x_hat, f_fake)
+    w = adaptivemix.weight
+    return GANLosses(loss_g + w * s_fake, loss_d + 0.5 * w * (s_real + s_fake),
+                     (x_hat, z, z_hat), loss_g, loss_d, (s_real, s_fake))
 
 
 def _params(optimizers: Iterable[torch.optim.Optimizer]) -> list[torch.Tensor]:
@@ -125,30 +157,52 @@ def update(loss_g: torch.Tensor, loss_d: torch.Tensor,
 
 
 class StepResult(NamedTuple):
+    """``loss_g``: GANomaly's generator loss plus any extra loss (distillation); ``loss_d``:
+    GANomaly's discriminator loss (AdaptiveMix's terms left out of both, so that histories
+    with and without it compare); ``similarity``: AdaptiveMix's mean cosine similarity on
+    (real, fake) mixtures, None when off."""
+
     loss_g: float
     loss_d: float
     outputs: Outputs
     d_reset: bool
+    similarity: tuple[float, float] | None = None
+
+
+def similarities(losses: GANLosses) -> tuple[float, float] | None:
+    """AdaptiveMix's mean cosine similarities (real, fake) of one batch (None when off)."""
+    if losses.shrinkage is None:
+        return None
+    return (-losses.shrinkage[0].item(), -losses.shrinkage[1].item())
 
 
 def gan_step(gan: GAN, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
              x: torch.Tensor, weights: Mapping[str, float],
              extra_g_loss: Callable[[Outputs], torch.Tensor] | None = None,
-             extra_optimizers: Sequence[torch.optim.Optimizer] = ()) -> StepResult:
+             extra_optimizers: Sequence[torch.optim.Optimizer] = (),
+             adaptivemix: AdaptiveMix | None = None) -> StepResult:
     """One GANomaly update of generator and discriminator on batch ``x``.
 
     ``weights``: ``w_adv``, ``w_con``, ``w_enc``. ``extra_g_loss(outputs)`` is added to the
     generator's loss (e.g. distillation; it reuses this step's generator outputs);
-    ``extra_optimizers`` step the extra parameters it trains. A collapsed discriminator is
-    re-initialised after the step (:func:`reset_if_collapsed`).
+    ``extra_optimizers`` step the extra parameters it trains. ``adaptivemix``: AdaptiveMix's
+    terms (see :func:`gan_losses`), off when None. A collapsed discriminator is
+    re-initialised after the step (:func:`reset_if_collapsed`, on GANomaly's loss).
     """
-    losses = gan_losses(gan, x, **weights)
+    losses = gan_losses(gan, x, **weights, adaptivemix=adaptivemix)
     loss_g = losses.generator
-    if extra_g_loss is not None:
-        loss_g = loss_g + extra_g_loss(losses.outputs)
+    extra = extra_g_loss(losses.outputs) if extra_g_loss is not None else None
+    if extra is not None:
+        loss_g = loss_g + extra
     update(loss_g, losses.discriminator, (opt_g, *extra_optimizers), (opt_d,))
-    ld = losses.discriminator.item()
-    return StepResult(loss_g.item(), ld, losses.outputs, reset_if_collapsed(gan.discriminator, ld))
+    if adaptivemix is None:
+        ld = losses.discriminator.item()
+        return StepResult(loss_g.item(), ld, losses.outputs,
+                          reset_if_collapsed(gan.discriminator, ld))
+    lg = losses.ganomaly_g + extra if extra is not None else losses.ganomaly_g
+    ld = losses.ganomaly_d.item()
+    return StepResult(lg.item(), ld, losses.outputs, reset_if_collapsed(gan.discriminator, ld),
+                      similarities(losses))
 
 
 def training_memory_format(device: torch.device, width: int, batch_size: int

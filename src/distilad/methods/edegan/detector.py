@@ -11,6 +11,7 @@ from distilad.data import ImageSet
 from distilad.detector import Detector, register
 from distilad.errors import DistiladError
 from distilad.methods.edegan.model import EDEGAN, count_flops
+from distilad.modules import adaptivemix
 from distilad.modules.gan import (
     gan_step,
     load_tensor,
@@ -40,6 +41,7 @@ GAN_DEFAULTS: dict[str, Any] = {
     "score": "latent",
     "score_batch_size": 256,
     "validation_curve": False,
+    **adaptivemix.PARAM_DEFAULTS,
 }
 GAN_SPECS: dict[str, Param] = {
     "image_size": ImageSize(16, power_of_two=True,
@@ -60,6 +62,9 @@ GAN_SPECS: dict[str, Param] = {
     # validation AUROC after every epoch into fit_info["validation_curve"] (one scoring pass
     # of the held-out normals and validation anomalies per epoch)
     "validation_curve": Bool(),
+    # AdaptiveMix's -cos term on the discriminator's last feature map (real and fake mixtures
+    # in its step, fake mixtures in the generator's; methods/README-adaptivemix.md)
+    **adaptivemix.param_specs(),
 }
 
 
@@ -90,13 +95,14 @@ class EDEGANDetector(Detector):
         self.gan.to(memory_format=fmt)  # before the optimisers: parameters change in place
         opt_g, opt_d = make_optimizers(self.gan, p["lr"], p["betas"])
         weights = loss_weights(p)
+        mixer = adaptivemix.from_params(p, p["seed"], "edegan", self.device)
         resets = 0
 
-        def step(x: torch.Tensor) -> tuple[float, float]:
+        def step(x: torch.Tensor) -> tuple[float, ...]:
             nonlocal resets
-            r = gan_step(self.gan, opt_g, opt_d, x, weights)
+            r = gan_step(self.gan, opt_g, opt_d, x, weights, adaptivemix=mixer)
             resets += r.d_reset
-            return r.loss_g, r.loss_d
+            return (r.loss_g, r.loss_d, *(r.similarity or ()))
 
         curve = validation_curve(self)
         self.gan.train()
@@ -105,7 +111,11 @@ class EDEGANDetector(Detector):
                                "edegan fit", p["progress"], fmt,
                                after_epoch=curve("edegan", self.gan.generator))
         self.gan.to(memory_format=torch.contiguous_format).eval()
-        return {**curve.info(), "epochs": len(history), "loss_history_g_d": history,
+        info: dict[str, Any] = {}
+        if mixer is not None:
+            info["adaptivemix"] = {**mixer.info(), "similarity_real_fake": [h[2:] for h in history]}
+            history = [h[:2] for h in history]
+        return {**curve.info(), **info, "epochs": len(history), "loss_history_g_d": history,
                 "discriminator_resets": resets,
                 "generator_flops": count_flops(self.gan.generator, p["image_size"], p["channels"]),
                 "generator_params": sum(q.numel() for q in self.gan.generator.parameters())}

@@ -40,6 +40,7 @@ from distilad.detector import Detector, register
 from distilad.errors import DistiladError
 from distilad.methods.edegan.detector import GAN_DEFAULTS, GAN_SPECS
 from distilad.methods.edegan.model import EDEGAN, count_flops
+from distilad.modules import adaptivemix
 from distilad.modules.gan import (
     gan_losses,
     gan_step,
@@ -49,6 +50,7 @@ from distilad.modules.gan import (
     reset_if_collapsed,
     resolve_channels,
     score_images,
+    similarities,
     train_epochs,
     training_memory_format,
     update,
@@ -153,48 +155,67 @@ class PKDGANDetector(Detector):
         # the learning curve follows the model each phase trains: the teacher while it is
         # pretrained, the (deployed) student after
         curve = validation_curve(self)
+        # AdaptiveMix (None when off): every phase mixes with its own seeded stream; the
+        # discriminators of teacher and student both get its terms
+        mixers = {phase: adaptivemix.from_params(p, p["seed"], phase, self.device)
+                  for phase in ("teacher", "student alone", "step 1", "step 2")}
 
-        def alone_step(gan: EDEGAN, role: str, opt_g, opt_d) -> Callable:
-            def step(x: torch.Tensor) -> tuple[float, float]:
+        def alone_step(gan: EDEGAN, role: str, opt_g, opt_d, phase: str) -> Callable:
+            def step(x: torch.Tensor) -> tuple[float, ...]:
                 gan.train()
-                r = gan_step(gan, opt_g, opt_d, x, weights)
+                r = gan_step(gan, opt_g, opt_d, x, weights, adaptivemix=mixers[phase])
                 resets[role] += r.d_reset
-                return r.loss_g, r.loss_d
+                return (r.loss_g, r.loss_d, *(r.similarity or ()))
             return step
 
-        def fixed_step(x: torch.Tensor) -> tuple[float, float]:
+        def fixed_step(x: torch.Tensor) -> tuple[float, ...]:
             self.student.train()
             self.teacher.eval()
             with torch.no_grad():
                 t_out = self.teacher.generator(x)
             r = gan_step(self.student, opt_sg, opt_sd, x, weights,
                          extra_g_loss=lambda s_out: distillation_loss(s_out, t_out, self.proj, p),
-                         extra_optimizers=(opt_proj,))
+                         extra_optimizers=(opt_proj,), adaptivemix=mixers["step 1"])
             resets["student"] += r.d_reset
-            return r.loss_g, r.loss_d
+            return (r.loss_g, r.loss_d, *(r.similarity or ()))
 
-        def joint_step(x: torch.Tensor) -> tuple[float, float]:
+        def joint_step(x: torch.Tensor) -> tuple[float, ...]:
             self.student.train()
             self.teacher.train()
-            lt = gan_losses(self.teacher, x, **weights)
-            ls = gan_losses(self.student, x, **weights)
-            loss_g = (lt.generator + ls.generator
-                      + distillation_loss(ls.outputs, lt.outputs, self.proj, p))
+            lt = gan_losses(self.teacher, x, **weights, adaptivemix=mixers["step 2"])
+            ls = gan_losses(self.student, x, **weights, adaptivemix=mixers["step 2"])
+            kd = distillation_loss(ls.outputs, lt.outputs, self.proj, p)
+            loss_g = lt.generator + ls.generator + kd
             update(loss_g, lt.discriminator + ls.discriminator, (opt_tg, opt_sg, opt_proj),
                    (opt_td, opt_sd))
-            for role, gan, ld in (("teacher", self.teacher, lt.discriminator),
-                                  ("student", self.student, ls.discriminator)):
+            for role, gan, ld in (("teacher", self.teacher, lt.ganomaly_d),
+                                  ("student", self.student, ls.ganomaly_d)):
                 resets[role] += reset_if_collapsed(gan.discriminator, ld.item())
-            return loss_g.item(), lt.discriminator.item() + ls.discriminator.item()
+            if mixers["step 2"] is None:
+                return loss_g.item(), lt.discriminator.item() + ls.discriminator.item()
+            # GANomaly's losses (AdaptiveMix's terms apart), then (real, fake) similarities
+            # of the teacher and of the student
+            return ((lt.ganomaly_g + ls.ganomaly_g + kd).item(),
+                    lt.ganomaly_d.item() + ls.ganomaly_d.item(),
+                    *similarities(lt), *similarities(ls))
+
+        similarity: dict[str, list[list[float]]] = {}
+
+        def losses_of(phase: str, history: list[list[float]]) -> list[list[float]]:
+            """The [generator, discriminator] history of a phase; AdaptiveMix's similarity
+            columns set apart."""
+            if mixers[phase] is not None:
+                similarity[phase] = [h[2:] for h in history]
+            return [h[:2] for h in history]
 
         trained = {"teacher": 0, "step1": 0, "step2": 0, "alone": 0}
         if schedule != "alone":
             cached = self._load_cached_teacher(train)
             if cached is None:
-                info["teacher_loss"] = self._epochs(
+                info["teacher_loss"] = losses_of("teacher", self._epochs(
                     data, p["teacher_epochs"], "teacher",
-                    alone_step(self.teacher, "teacher", opt_tg, opt_td), t_fmt,
-                    curve("teacher", self.teacher.generator))
+                    alone_step(self.teacher, "teacher", opt_tg, opt_td, "teacher"), t_fmt,
+                    curve("teacher", self.teacher.generator)))
                 trained["teacher"] = len(info["teacher_loss"])
                 self._save_cached_teacher(train, info["teacher_loss"])
             else:
@@ -204,20 +225,22 @@ class PKDGANDetector(Detector):
             # freshly trained one lead to the same computation
             opt_tg, opt_td = make_optimizers(self.teacher, lr, betas)
         if schedule == "alone":
-            info["student_loss"] = self._epochs(
+            info["student_loss"] = losses_of("student alone", self._epochs(
                 data, p["step1_epochs"] + p["step2_epochs"], "student alone",
-                alone_step(self.student, "student", opt_sg, opt_sd), s_fmt,
-                curve("student alone", self.student.generator))
+                alone_step(self.student, "student", opt_sg, opt_sd, "student alone"), s_fmt,
+                curve("student alone", self.student.generator)))
             trained["alone"] = len(info["student_loss"])
         if schedule in ("two-step", "fixed"):
             e1 = p["step1_epochs"] + (p["step2_epochs"] if schedule == "fixed" else 0)
-            info["step1_loss"] = self._epochs(data, e1, "step 1 (teacher fixed)", fixed_step,
-                                              s_fmt, curve("step 1", self.student.generator))
+            info["step1_loss"] = losses_of("step 1", self._epochs(
+                data, e1, "step 1 (teacher fixed)", fixed_step, s_fmt,
+                curve("step 1", self.student.generator)))
             trained["step1"] = len(info["step1_loss"])
         if schedule in ("two-step", "joint"):
             e2 = p["step2_epochs"] + (p["step1_epochs"] if schedule == "joint" else 0)
-            info["step2_loss"] = self._epochs(data, e2, "step 2 (joint)", joint_step, t_fmt,
-                                              curve("step 2", self.student.generator))
+            info["step2_loss"] = losses_of("step 2", self._epochs(
+                data, e2, "step 2 (joint)", joint_step, t_fmt,
+                curve("step 2", self.student.generator)))
             trained["step2"] = len(info["step2_loss"])
         for gan in (self.teacher, self.student):
             gan.to(memory_format=torch.contiguous_format).eval()
@@ -235,6 +258,11 @@ class PKDGANDetector(Detector):
         info["epochs_trained"] = trained
         info["epochs"] = sum(trained.values())
         info["discriminator_resets"] = resets
+        if p["adaptivemix"]:
+            # per epoch, mean cosine similarity of D's features of (real, fake) mixtures to
+            # their targets; step 2: teacher's pair, then the student's
+            info["adaptivemix"] = {**mixers["step 2"].info(),
+                                   "similarity_real_fake": similarity}
         info.update(curve.info())
         return info
 
@@ -253,6 +281,8 @@ class PKDGANDetector(Detector):
         key["device"] = self.device.type  # GPU and CPU training differ numerically
         # v2: DCGAN initialisation, one discriminator pass per batch, GANomaly's halved D loss
         key["code"] = "edegan-teacher-v2"
+        if self.params["adaptivemix"]:  # only when on, so that earlier cache entries stay valid
+            key["adaptivemix"] = self.params["adaptivemix_weight"]
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
         return Path(folder) / f"pkdgan-teacher-{digest}.safetensors"
 
