@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The GAN and Transformaly sweeps of issues 11 and 13 on one GPU machine, in lanes of parallel
+# `distilad bench` workers that share one results folder (finished runs are skipped, running ones
+# are locked), stopped at a deadline; resumable like any bench sweep.
+#
+#   bash benchmarks/gpu_sweep.sh PART DATA_ROOT RESULTS DEADLINE_S [GAN_WORKERS] [TF_WORKERS]
+#
+# PART digits: EDE-GAN, P-KDGAN on MNIST and Fashion-MNIST, Transformaly on Fashion-MNIST;
+#      cifar:  EDE-GAN and P-KDGAN on CIFAR-10 (its JPEG tree alone fills a transfer to the
+#              GPU machine used for the issue, so it runs apart).
+# Each lane lists its work in priority order: what matters most is finished first when the
+# deadline cuts the sweep short. Order inside the GAN lane keeps P-KDGAN's "fixed" runs (which
+# train and cache the pretrained teacher) well ahead of the "two-step" runs that reuse it;
+# every two-step record says whether its teacher came from the cache (fit_info.teacher_from_cache).
+# Settings: methods' defaults (15 epochs for EDE-GAN, teacher 15 / step 1 10 / step 2 5 for
+# P-KDGAN; Transformaly's CPU-chosen defaults) with validation_curve on for the GANs.
+# SMOKE=1 shrinks every run (1 epoch, class 0) to test the script itself on a CPU.
+set -uo pipefail
+PART=${1:?part: digits or cifar}
+ROOT=${2:?data root}
+RESULTS=${3:?results folder}
+DEADLINE=${4:?seconds}
+GAN_WORKERS=${5:-11}
+TF_WORKERS=${6:-4}
+PY=${PYTHON:-python3}
+END=$(( $(date +%s) + DEADLINE ))
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+# a snapshot of the tree (e.g. `git archive` of a commit, named by $DISTILAD_COMMIT) run from
+# inside another checkout must not be taken for that checkout's code
+if [ -n "${DISTILAD_COMMIT:-}" ]; then export GIT_CEILING_DIRECTORIES=$(dirname "$PWD"); fi
+LOGS=${LOGS:-$RESULTS/logs}
+mkdir -p "$RESULTS" "$LOGS"
+
+E=15; TE=15; S1=10; S2=5; BS_E=5; CLASSES=0-9; AM_CLASSES=0-2
+if [ "${SMOKE:-0}" = 1 ]; then E=1; TE=1; S1=1; S2=1; BS_E=1; CLASSES=0; AM_CLASSES=0; fi
+
+bench() {  # runs until done or the deadline; a run cut off leaves nothing behind
+  local left=$(( END - $(date +%s) ))
+  [ "$left" -gt 5 ] || return 1
+  timeout -s TERM "$left" "$PY" -m distilad.cli bench --data-root "$ROOT" --results "$RESULTS" \
+      --no-markdown -q "$@"
+  return 0
+}
+# student (width, nz): the paper's generator-FLOPs ratios (methods/pkdgan/README.md)
+student() { case $1 in cifar10) echo "12 8";; mnist) echo "3 36";; fashion-mnist) echo "2 4";; esac; }
+edegan() {  # $1 dataset, $2 seeds, [$3 classes]
+  bench --method edegan --dataset "$1" --classes "${3:-$CLASSES}" --seeds "$2" --name e$E \
+      --set epochs=$E --set validation_curve=true
+}
+pkdgan() {  # $1 dataset, $2 schedule, $3 seeds
+  local sw sz
+  read -r sw sz <<< "$(student "$1")"
+  bench --method pkdgan --dataset "$1" --classes $CLASSES --seeds "$3" \
+      --name "$2-t$TE-s$S1-$S2-w${sw}z$sz" --set schedule="$2" --set teacher_epochs=$TE \
+      --set step1_epochs=$S1 --set step2_epochs=$S2 --set student_width="$sw" \
+      --set student_nz="$sz" --set validation_curve=true
+}
+adaptivemix() {  # $1 dataset: EDE-GAN with AdaptiveMix, paired with the e$E runs (same seeds)
+  "$PY" -c "from distilad.methods.edegan.detector import GAN_SPECS as s; assert 'adaptivemix' in s" \
+      2>/dev/null || return 0
+  bench --method edegan --dataset "$1" --classes $AM_CLASSES --seeds 0,1,2 --name e$E-adaptivemix \
+      --set epochs=$E --set validation_curve=true --set adaptivemix=true
+}
+batch_study() {  # $1 dataset: batch 1 / 16 / 64 at BS_E epochs, classes 0-1, 3 seeds
+  for bs in 64 16 1; do
+    bench --method edegan --dataset "$1" --classes 0,1 --seeds 0,1,2 --name bs$bs-e$BS_E \
+        --set epochs=$BS_E --set batch_size=$bs || return
+  done
+}
+gan_lane() {  # $@ datasets
+  for ds in "$@"; do edegan "$ds" 0,1,2 || return; done
+  for seed in 0 1 2; do
+    for ds in "$@"; do pkdgan "$ds" fixed $seed || return; done
+    for ds in "$@"; do pkdgan "$ds" alone $seed || return; done
+    for ds in "$@"; do pkdgan "$ds" two-step $seed || return; done
+    if [ $seed = 0 ]; then for ds in "$@"; do adaptivemix "$ds" || return; done; fi
+  done
+  for ds in "$@"; do batch_study "$ds" || return; done
+}
+tf_lane() {  # Transformaly, Fashion-MNIST: unimodal 3 seeds, multimodal 1 seed, paper size
+  for seed in 0 1 2; do
+    bench --method transformaly --dataset fashion-mnist --classes $CLASSES --seeds $seed \
+        --name default || return
+  done
+  bench --method transformaly --dataset fashion-mnist --protocol one-class-anomalous \
+      --classes $CLASSES --seeds 0 --name default || return
+  bench --method transformaly --dataset fashion-mnist --classes 0 --seeds 0 --name s384 \
+      --set image_size=384 || return
+}
+
+case $PART in
+  digits) GAN_SETS="mnist fashion-mnist";;
+  cifar)  GAN_SETS="cifar10"; TF_WORKERS=0
+          # decode the JPEG tree once into the shared array cache before the workers start
+          "$PY" -c "from distilad.data.novelty import load_split as l; l('cifar10','train',root='$ROOT'); l('cifar10','test',root='$ROOT')";;
+  *) echo "gpu_sweep.sh: part must be digits or cifar, got '$PART'" >&2; exit 2;;
+esac
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
+    > "$LOGS/gpu.txt" || true
+pids=()
+for w in $(seq 1 "$GAN_WORKERS"); do
+  (gan_lane $GAN_SETS) > "$LOGS/gan_$w.log" 2>&1 & pids+=($!)
+  sleep 1  # staggered, so the workers claim different runs from the start
+done
+for w in $(seq 1 "$TF_WORKERS"); do
+  tf_lane > "$LOGS/tf_$w.log" 2>&1 & pids+=($!)
+  sleep 1
+done
+wait "${pids[@]}"
+echo "gpu_sweep: $(ls "$RESULTS"/*.json 2>/dev/null | wc -l) result files; $(( $(date +%s) - END + DEADLINE )) s"
