@@ -210,3 +210,92 @@ def test_bad_adaptivemix_arguments_are_refused(bad) -> None:
     for method in ("edegan", "pkdgan"):
         with pytest.raises(DistiladError, match="adaptivemix"):
             distilad.create_detector(method, progress=False, **bad)
+
+
+# --- students: RD and Transformaly ---------------------------------------------------------------
+
+
+def test_unit_positions_and_student_term_by_hand() -> None:
+    from distilad.modules.adaptivemix import Mix, student_term, unit_positions
+
+    maps = torch.tensor([[3.0, 0.0], [4.0, 2.0]]).view(1, 2, 1, 2)  # positions (3, 4), (0, 2)
+    torch.testing.assert_close(unit_positions(maps).flatten(),
+                               torch.tensor([0.6, 0.0, 0.8, 1.0]))
+    tokens = torch.tensor([[[3.0, 4.0]]])  # (B, N, C)
+    torch.testing.assert_close(unit_positions(tokens), torch.tensor([[[0.6, 0.8]]]))
+    # lam 1 (no mixing), no noise: the term is the MSE of the unit vectors, per level
+    mix = Mix(maps, torch.ones(1), torch.zeros(1, dtype=torch.long))
+    s = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).view(1, 2, 1, 2)
+    (term,) = student_term(_mixer(sigma=0.0), mix, [s], [maps])
+    # position 1: (0 - 0.6)^2 + (1 - 0.8)^2; position 2: (1 - 0)^2 + (0 - 1)^2; mean of 4
+    assert term.item() == pytest.approx((0.36 + 0.04 + 1 + 1) / 4)
+
+
+def test_training_images_and_epoch_means() -> None:
+    from distilad.data import as_image_set
+    from distilad.modules.adaptivemix import EpochMeans, TrainingImages
+
+    imgs = as_image_set(np.random.default_rng(0).random((5, 20, 20, 3), dtype=np.float32))
+    idx = torch.tensor([4, 0, 2])
+    loaded = TrainingImages(imgs, 16)
+    per_batch = TrainingImages(imgs, 16, max_bytes=0)
+    assert loaded.all is not None and per_batch.all is None
+    torch.testing.assert_close(loaded(idx), per_batch(idx))
+    assert loaded(idx).shape == (3, 3, 16, 16)
+    m = EpochMeans(2)
+    for v, n in ((1.0, 4), (4.0, 2), (0.5, 4), (0.5, 4)):
+        m.add(v, n)
+    assert m.history() == pytest.approx([2.0, 0.5])
+
+
+def _rgb(n: int, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(1).random((n, size, size, 3), dtype=np.float32)
+
+
+RD_KW = dict(backbone="efficientnet_lite0", image_size=32, epochs=2, batch_size=4, ocbe_blocks=1,
+             decoder_blocks=[1, 1, 1], progress=False, device="cpu", seed=0)
+
+
+def test_rd_with_adaptivemix() -> None:
+    """Weight 0: RD's own loss history and the scores are those of a fit without AdaptiveMix
+    (the term is logged apart; BatchNorm statistics recomputed on normal batches); weight 1
+    changes the student."""
+    train, test = _rgb(13), _rgb(17)[13:]
+    off = distilad.create_detector("rd", **RD_KW).fit(train, validation=None)
+    zero = distilad.create_detector("rd", adaptivemix=True, adaptivemix_weight=0.0,
+                                    **RD_KW).fit(train, validation=None)
+    on = distilad.create_detector("rd", adaptivemix=True, **RD_KW).fit(train, validation=None)
+    assert "adaptivemix" not in off.fit_info
+    np.testing.assert_allclose(zero.fit_info["loss_history"], off.fit_info["loss_history"],
+                               rtol=1e-4)
+    np.testing.assert_allclose(zero.score(test).image_scores, off.score(test).image_scores,
+                               rtol=1e-5)
+    info = on.fit_info["adaptivemix"]
+    assert info["weight"] == 1.0 and info["embedding"].startswith("each position")
+    terms = np.array(info["loss_history"])
+    assert terms.shape == (2,) and np.isfinite(terms).all() and (terms > 0).all()
+    assert not np.allclose(on.score(test).image_scores, off.score(test).image_scores)
+
+
+def test_transformaly_with_adaptivemix() -> None:
+    kw = dict(image_size=32, blocks=[1, 4], epochs=1, batch_size=4, progress=False, device="cpu",
+              seed=0)
+    train, test = _rgb(13), _rgb(17)[13:]
+    off = distilad.create_detector("transformaly", **kw).fit(train, validation=None)
+    for cached_mb in (2048.0, 0.0):  # boundaries kept in memory / a teacher pass per batch
+        zero = distilad.create_detector("transformaly", adaptivemix=True, adaptivemix_weight=0.0,
+                                        max_cached_mb=cached_mb, **kw).fit(train, validation=None)
+        np.testing.assert_allclose(zero.fit_info["loss_history"], off.fit_info["loss_history"],
+                                   rtol=1e-4)
+        np.testing.assert_allclose(zero.score(test).image_scores, off.score(test).image_scores,
+                                   rtol=1e-4)
+    on = distilad.create_detector("transformaly", adaptivemix=True, **kw).fit(train,
+                                                                             validation=None)
+    terms = on.fit_info["adaptivemix"]["loss_history"]
+    assert len(terms) == 1 and 0 < terms[0] < 4
+    assert not np.allclose(on.score(test).image_scores, off.score(test).image_scores)
+    # the pretrained-feature density does not involve the student: unchanged
+    off.score(test)
+    on.score(test)
+    np.testing.assert_allclose(on.alternative_scores["pretrained"],
+                               off.alternative_scores["pretrained"], rtol=1e-6)

@@ -157,6 +157,68 @@ class AdaptiveMix:
         return mse_shrinkage(student(m.x), z)
 
 
+def unit_positions(f: torch.Tensor) -> torch.Tensor:
+    """Each position's feature vector scaled to unit L2 norm: maps (B, C, H, W) over the channels
+    (dim 1), tokens (B, N, C) over the last dim. The embeddings of the students' form (RD,
+    Transformaly): one C-dimensional embedding per position, like the official classifier's
+    640-dimensional one, so that the target's N(0, 0.05^2) noise has the official size relative
+    to a unit vector."""
+    return F.normalize(f, dim=1 if f.ndim == 4 else -1)
+
+
+#: What the students' form (:func:`student_term`) takes as an embedding, as fits record it
+STUDENT_EMBEDDING = "each position's channel vector, L2-normalised"
+
+
+def student_term(mixer: AdaptiveMix, mix: Mix, student_mixed: list[torch.Tensor],
+                 teacher_targets: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Student form, one loss per feature level: ``mse(unit(S(x_mix)), lam unit(T(x_a)) +
+    (1 - lam) unit(T(x_b)) + noise)`` with ``unit`` = :func:`unit_positions`, ``S(x_mix)`` the
+    student's features of the mixed batch ``mix`` and ``T`` the teacher's targets for the
+    unmixed batch. Unweighted; the caller reduces over levels as the method's own loss does."""
+    return [mse_shrinkage(unit_positions(s), mixer.target(unit_positions(t), mix))
+            for s, t in zip(student_mixed, teacher_targets, strict=True)]
+
+
+class TrainingImages:
+    """The training images at ``size`` px (C = ``channels``) by index, (B, C, S, S) float32 in
+    [0, 1] on the CPU, for mixing: all loaded once when they take at most ``max_bytes``, else
+    loaded per batch (the same tensors ``stack_images`` gives the teacher)."""
+
+    def __init__(self, images: Any, size: int, channels: int = 3, max_bytes: float = 1e9):
+        from distilad.data.transforms import stack_images
+
+        self._stack = stack_images
+        self.images, self.size, self.channels = images, int(size), int(channels)
+        per_image = 4 * self.channels * self.size ** 2
+        self.all = (stack_images(images, range(len(images)), self.size, self.channels)
+                    if len(images) * per_image <= max_bytes else None)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.all is not None:
+            return self.all[idx]
+        return self._stack(self.images, idx.tolist(), self.size, self.channels)
+
+
+class EpochMeans:
+    """Per-epoch mean of a value logged once per training batch (weighted by batch size), for
+    epochs of ``batches_per_epoch`` batches: the unweighted AdaptiveMix term of a fit."""
+
+    def __init__(self, batches_per_epoch: int):
+        self.per_epoch = max(int(batches_per_epoch), 1)
+        self.values: list[tuple[float, int]] = []
+
+    def add(self, value: float, n: int) -> None:
+        self.values.append((float(value), int(n)))
+
+    def history(self) -> list[float]:
+        out = []
+        for a in range(0, len(self.values), self.per_epoch):
+            chunk = self.values[a:a + self.per_epoch]
+            out.append(sum(v * n for v, n in chunk) / max(sum(n for _, n in chunk), 1))
+        return out
+
+
 #: The arguments a method declares to switch AdaptiveMix on (see methods/README-adaptivemix.md)
 PARAM_DEFAULTS: dict[str, Any] = {"adaptivemix": False, "adaptivemix_weight": DEFAULT_WEIGHT}
 

@@ -16,6 +16,7 @@ from distilad.data.transforms import iter_batches, resize_map
 from distilad.detector import Detector, PretrainedTeacher, register
 from distilad.errors import DataError, DistiladError
 from distilad.methods.rd.model import RDScoringNet, Student, anomaly_map, rd_loss
+from distilad.modules import adaptivemix
 from distilad.modules.batchnorm import recompute_batchnorm
 from distilad.modules.schedule import LR_SCHEDULES, make_lr_schedule
 from distilad.modules.training import batch_starts, train_epochs
@@ -43,6 +44,7 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         "image_score": "max",
         "precise_bn": True,
         "lr_schedule": "constant",
+        **adaptivemix.PARAM_DEFAULTS,
     }
     param_specs = {
         "backbone": Text(),
@@ -64,6 +66,9 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         "image_score": OneOf("max", "mean"),
         "precise_bn": Bool(),
         "lr_schedule": OneOf(*LR_SCHEDULES),
+        # AdaptiveMix's student form: the student's features of mixed normal images pulled to
+        # the mixed teacher features (methods/README-adaptivemix.md)
+        **adaptivemix.param_specs(),
     }
 
     @classmethod
@@ -112,18 +117,40 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         schedule = make_lr_schedule(opt, p["lr_schedule"],
                                     len(batch_starts(n, bs)) * int(p["epochs"]))
 
+        mixer = adaptivemix.from_params(p, p["seed"], "rd", self.device)
+        if mixer is not None:
+            images = adaptivemix.TrainingImages(train, int(p["image_size"]))
+            terms = adaptivemix.EpochMeans(len(batch_starts(n, bs)))
+            self.teacher.eval()
+
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
             t = [f[idx].to(self.device, non_blocking=True) for f in feats]
-            return rd_loss(t, self.student(t))
+            loss = rd_loss(t, self.student(t))
+            if mixer is None:
+                return loss
+            mix = mixer.mix(images(idx).to(self.device))
+            with torch.no_grad():
+                t_mix = self.teacher(mix.x)
+            # summed over the three scales, as RD's own loss is
+            term = sum(adaptivemix.student_term(mixer, mix, self.student(t_mix), t))
+            terms.add(term.item(), len(idx))
+            return loss + mixer.weight * term
 
         history = train_epochs(self.student, opt, batch_loss, n, bs, int(p["epochs"]),
                                int(p["seed"]), f"rd fit ({n} images)", progress,
                                after_step=schedule.step, loss_digits=4)
+        info: dict[str, Any] = {}
+        if mixer is not None:
+            # loss_history stays RD's own loss; the term (unweighted) per epoch beside it
+            term_history = terms.history()
+            history = [h - mixer.weight * a for h, a in zip(history, term_history, strict=True)]
+            info["adaptivemix"] = {**mixer.info(), "embedding": adaptivemix.STUDENT_EMBEDDING,
+                                   "loss_history": [round(v, 6) for v in term_history]}
         if p["precise_bn"]:
             recompute_batchnorm(self.student, ([f[a:b].to(self.device) for f in feats]
                                                for a, b in batch_bounds(n, bs)))
         self.student.eval()
-        return {"loss_history": [round(v, 5) for v in history],
+        return {**info, "loss_history": [round(v, 5) for v in history],
                 "teacher_feature_seconds": round(teacher_seconds, 3),
                 "epochs": int(p["epochs"])}
 

@@ -24,8 +24,9 @@ from distilad.methods.transformaly.model import (
     boundaries_needed,
     distillation_loss,
 )
+from distilad.modules import adaptivemix
 from distilad.modules.batchnorm import recompute_batchnorm
-from distilad.modules.training import train_epochs
+from distilad.modules.training import batch_starts, train_epochs
 from distilad.params import Bool, Float, Int, Param, Path, Refused, Text
 
 LITE_TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -70,6 +71,7 @@ class Transformaly(PretrainedTeacher, Detector):
         "score_batch_size": 64,
         "feature_cache": None,
         "max_cached_mb": 2048.0,
+        **adaptivemix.PARAM_DEFAULTS,
     }
     param_specs = {
         "backbone": Text(),
@@ -89,6 +91,9 @@ class Transformaly(PretrainedTeacher, Detector):
         # teacher boundaries of the training set are kept in memory when they fit in this many
         # MB, else recomputed every batch; 0 = always recompute
         "max_cached_mb": Float(0.0),
+        # AdaptiveMix's student form: each clone's output on mixed normal images pulled to the
+        # mixed teacher block outputs (methods/README-adaptivemix.md)
+        **adaptivemix.param_specs(),
     }
 
     @classmethod
@@ -173,12 +178,38 @@ class Transformaly(PretrainedTeacher, Detector):
         opt = torch.optim.Adam(self.student.parameters(), lr=float(p["lr"]))
         self._teacher_step_seconds = 0.0
 
+        mixer = adaptivemix.from_params(p, p["seed"], "transformaly", self.device)
+        if mixer is not None:
+            images = adaptivemix.TrainingImages(train, size)
+            terms = adaptivemix.EpochMeans(len(batch_starts(n, bs)))
+            self.teacher.eval()
+
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
             t = self._boundaries(train, parts, idx, keep)
-            return distillation_loss(self.student(t), t, self.block_ids)
+            loss = distillation_loss(self.student(t), t, self.block_ids)
+            if mixer is None:
+                return loss
+            mix = mixer.mix(images(idx).to(self.device))
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                _, t_mix = self.teacher(mix.x, keep)
+            self._teacher_step_seconds += time.perf_counter() - t0
+            targets = [t[i + 1] for i in self.block_ids]
+            # mean over the blocks, as the distillation loss is
+            levels = adaptivemix.student_term(mixer, mix, self.student(t_mix), targets)
+            term = torch.stack(levels).mean()
+            terms.add(term.item(), len(idx))
+            return loss + mixer.weight * term
 
         history = train_epochs(self.student, opt, batch_loss, n, bs, int(p["epochs"]),
                                int(p["seed"]), f"transformaly fit ({n} images)", progress)
+        info: dict[str, Any] = {}
+        if mixer is not None:
+            # loss_history stays the distillation loss; the term (unweighted) per epoch beside it
+            term_history = terms.history()
+            history = [h - mixer.weight * a for h, a in zip(history, term_history, strict=True)]
+            info["adaptivemix"] = {**mixer.info(), "embedding": adaptivemix.STUDENT_EMBEDDING,
+                                   "loss_history": [round(v, 7) for v in term_history]}
         ordered = [torch.arange(a, min(a + bs, n)) for a in range(0, n, bs)]
         if p["precise_bn"]:
             recompute_batchnorm(self.student, (self._boundaries(train, parts, i, keep)
@@ -192,7 +223,7 @@ class Transformaly(PretrainedTeacher, Detector):
         self.whitening = Whitening.fit(pooled, float(p["whitening_threshold"]))
         self.pretrained_density = Gaussian.fit(self.whitening(pooled))
         self.ts_density = Gaussian.fit(train_mse)
-        return {"loss_history": [round(v, 7) for v in history],
+        return {**info, "loss_history": [round(v, 7) for v in history],
                 "epochs": int(p["epochs"]),
                 "blocks": list(self.block_ids),
                 "n_components": self.whitening.n_components,
