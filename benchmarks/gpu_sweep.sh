@@ -5,9 +5,8 @@
 #
 #   bash benchmarks/gpu_sweep.sh PART DATA_ROOT RESULTS DEADLINE_S [GAN_WORKERS] [TF_WORKERS]
 #
-# PART digits: EDE-GAN, P-KDGAN on MNIST and Fashion-MNIST, Transformaly on Fashion-MNIST;
-#      cifar:  EDE-GAN and P-KDGAN on CIFAR-10 (its JPEG tree alone fills a transfer to the
-#              GPU machine used for the issue, so it runs apart).
+# PART gans:         EDE-GAN and P-KDGAN on MNIST, Fashion-MNIST and CIFAR-10 (GAN lane only);
+#      transformaly: Transformaly on Fashion-MNIST (unimodal, multimodal, 384 px).
 # Each lane lists its work in priority order: what matters most is finished first when the
 # deadline cuts the sweep short. Order inside the GAN lane keeps P-KDGAN's "fixed" runs (which
 # train and cache the pretrained teacher) well ahead of the "two-step" runs that reuse it;
@@ -20,8 +19,8 @@ PART=${1:?part: digits or cifar}
 ROOT=${2:?data root}
 RESULTS=${3:?results folder}
 DEADLINE=${4:?seconds}
-GAN_WORKERS=${5:-11}
-TF_WORKERS=${6:-4}
+GAN_WORKERS=${5:-15}
+TF_WORKERS=${6:-15}
 PY=${PYTHON:-python3}
 END=$(( $(date +%s) + DEADLINE ))
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
@@ -61,6 +60,15 @@ adaptivemix() {  # $1 dataset: EDE-GAN with AdaptiveMix, paired with the e$E run
   bench --method edegan --dataset "$1" --classes $AM_CLASSES --seeds 0,1,2 --name e$E-adaptivemix \
       --set epochs=$E --set validation_curve=true --set adaptivemix=true
 }
+pkdgan_adaptivemix() {  # $1 dataset: two-step P-KDGAN with AdaptiveMix in every phase
+  local sw sz
+  read -r sw sz <<< "$(student "$1")"
+  bench --method pkdgan --dataset "$1" --classes $AM_CLASSES --seeds 0,1,2 \
+      --name "two-step-t$TE-s$S1-$S2-w${sw}z$sz-adaptivemix" --set schedule=two-step \
+      --set teacher_epochs=$TE --set step1_epochs=$S1 --set step2_epochs=$S2 \
+      --set student_width="$sw" --set student_nz="$sz" --set validation_curve=true \
+      --set adaptivemix=true
+}
 batch_study() {  # $1 dataset: batch 1 / 16 / 64 at BS_E epochs, classes 0-1, 3 seeds
   for bs in 64 16 1; do
     bench --method edegan --dataset "$1" --classes 0,1 --seeds 0,1,2 --name bs$bs-e$BS_E \
@@ -75,6 +83,7 @@ gan_lane() {  # $@ datasets
     for ds in "$@"; do pkdgan "$ds" two-step $seed || return; done
     if [ $seed = 0 ]; then for ds in "$@"; do adaptivemix "$ds" || return; done; fi
   done
+  for ds in "$@"; do pkdgan_adaptivemix "$ds" || return; done
   for ds in "$@"; do batch_study "$ds" || return; done
 }
 tf_lane() {  # Transformaly, Fashion-MNIST: unimodal 3 seeds, multimodal 1 seed, paper size
@@ -89,11 +98,11 @@ tf_lane() {  # Transformaly, Fashion-MNIST: unimodal 3 seeds, multimodal 1 seed,
 }
 
 case $PART in
-  digits) GAN_SETS="mnist fashion-mnist";;
-  cifar)  GAN_SETS="cifar10"; TF_WORKERS=0
-          # decode the JPEG tree once into the shared array cache before the workers start
-          "$PY" -c "from distilad.data.novelty import load_split as l; l('cifar10','train',root='$ROOT'); l('cifar10','test',root='$ROOT')";;
-  *) echo "gpu_sweep.sh: part must be digits or cifar, got '$PART'" >&2; exit 2;;
+  gans) GAN_SETS="mnist fashion-mnist cifar10"; TF_WORKERS=0
+        # decode CIFAR-10's JPEG tree once into the shared array cache before the workers start
+        "$PY" -c "from distilad.data.novelty import load_split as l; l('cifar10','train',root='$ROOT'); l('cifar10','test',root='$ROOT')";;
+  transformaly) GAN_WORKERS=0;;
+  *) echo "gpu_sweep.sh: part must be gans or transformaly, got '$PART'" >&2; exit 2;;
 esac
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
     > "$LOGS/gpu.txt" || true
