@@ -229,6 +229,9 @@ def test_unit_positions_and_student_term_by_hand() -> None:
     (term,) = student_term(_mixer(sigma=0.0), mix, [s], [maps])
     # position 1: (0 - 0.6)^2 + (1 - 0.8)^2; position 2: (1 - 0)^2 + (0 - 1)^2; mean of 4
     assert term.item() == pytest.approx((0.36 + 0.04 + 1 + 1) / 4)
+    (raw,) = student_term(_mixer(sigma=0.0), mix, [s], [maps], normalise=False)
+    # channel 0: (0 - 3)^2 + (1 - 0)^2; channel 1: (1 - 4)^2 + (0 - 2)^2
+    assert raw.item() == pytest.approx((9 + 1 + 9 + 4) / 4)
 
 
 def test_training_images_and_epoch_means() -> None:
@@ -291,8 +294,11 @@ def test_transformaly_with_adaptivemix() -> None:
                                    rtol=1e-4)
     on = distilad.create_detector("transformaly", adaptivemix=True, **kw).fit(train,
                                                                              validation=None)
-    terms = on.fit_info["adaptivemix"]["loss_history"]
-    assert len(terms) == 1 and 0 < terms[0] < 4
+    info = on.fit_info["adaptivemix"]
+    assert info["embedding"].startswith("the features as they are")
+    terms, own = info["loss_history"], on.fit_info["loss_history"]
+    # raw features: the term is on the scale of the distillation loss (within 10x)
+    assert len(terms) == 1 and 0.1 * own[0] < terms[0] < 10 * own[0], (terms, own)
     assert not np.allclose(on.score(test).image_scores, off.score(test).image_scores)
     # the pretrained-feature density does not involve the student: unchanged
     off.score(test)

@@ -167,16 +167,23 @@ def unit_positions(f: torch.Tensor) -> torch.Tensor:
 
 
 #: What the students' form (:func:`student_term`) takes as an embedding, as fits record it
-STUDENT_EMBEDDING = "each position's channel vector, L2-normalised"
+STUDENT_EMBEDDING = {True: "each position's channel vector, L2-normalised",
+                     False: "the features as they are (not normalised)"}
 
 
 def student_term(mixer: AdaptiveMix, mix: Mix, student_mixed: list[torch.Tensor],
-                 teacher_targets: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Student form, one loss per feature level: ``mse(unit(S(x_mix)), lam unit(T(x_a)) +
-    (1 - lam) unit(T(x_b)) + noise)`` with ``unit`` = :func:`unit_positions`, ``S(x_mix)`` the
-    student's features of the mixed batch ``mix`` and ``T`` the teacher's targets for the
-    unmixed batch. Unweighted; the caller reduces over levels as the method's own loss does."""
-    return [mse_shrinkage(unit_positions(s), mixer.target(unit_positions(t), mix))
+                 teacher_targets: list[torch.Tensor], normalise: bool = True
+                 ) -> list[torch.Tensor]:
+    """Student form, one loss per feature level: ``mse(e(S(x_mix)), lam e(T(x_a)) +
+    (1 - lam) e(T(x_b)) + noise)`` with ``S(x_mix)`` the student's features of the mixed batch
+    ``mix``, ``T`` the teacher's targets for the unmixed batch and ``e`` the embedding:
+    :func:`unit_positions` when ``normalise`` (the official classifier's form), else the
+    features themselves. Unweighted; the caller reduces over levels as the method's own loss
+    does."""
+    def e(f: torch.Tensor) -> torch.Tensor:
+        return unit_positions(f) if normalise else f
+
+    return [mse_shrinkage(e(s), mixer.target(e(t), mix))
             for s, t in zip(student_mixed, teacher_targets, strict=True)]
 
 

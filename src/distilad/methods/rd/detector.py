@@ -144,7 +144,8 @@ class ReverseDistillation(PretrainedTeacher, Detector):
             # loss_history stays RD's own loss; the term (unweighted) per epoch beside it
             term_history = terms.history()
             history = [h - mixer.weight * a for h, a in zip(history, term_history, strict=True)]
-            info["adaptivemix"] = {**mixer.info(), "embedding": adaptivemix.STUDENT_EMBEDDING,
+            info["adaptivemix"] = {**mixer.info(),
+                                   "embedding": adaptivemix.STUDENT_EMBEDDING[True],
                                    "loss_history": [round(v, 6) for v in term_history]}
         if p["precise_bn"]:
             recompute_batchnorm(self.student, ([f[a:b].to(self.device) for f in feats]

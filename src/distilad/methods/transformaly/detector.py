@@ -195,8 +195,11 @@ class Transformaly(PretrainedTeacher, Detector):
                 _, t_mix = self.teacher(mix.x, keep)
             self._teacher_step_seconds += time.perf_counter() - t0
             targets = [t[i + 1] for i in self.block_ids]
-            # mean over the blocks, as the distillation loss is
-            levels = adaptivemix.student_term(mixer, mix, self.student(t_mix), targets)
+            # raw features, as the distillation loss and the score compare them (normalised
+            # ones made the term ~1/1800 of that loss: README-adaptivemix.md); mean over the
+            # blocks, as the distillation loss is
+            levels = adaptivemix.student_term(mixer, mix, self.student(t_mix), targets,
+                                              normalise=False)
             term = torch.stack(levels).mean()
             terms.add(term.item(), len(idx))
             return loss + mixer.weight * term
@@ -208,7 +211,8 @@ class Transformaly(PretrainedTeacher, Detector):
             # loss_history stays the distillation loss; the term (unweighted) per epoch beside it
             term_history = terms.history()
             history = [h - mixer.weight * a for h, a in zip(history, term_history, strict=True)]
-            info["adaptivemix"] = {**mixer.info(), "embedding": adaptivemix.STUDENT_EMBEDDING,
+            info["adaptivemix"] = {**mixer.info(),
+                                   "embedding": adaptivemix.STUDENT_EMBEDDING[False],
                                    "loss_history": [round(v, 7) for v in term_history]}
         ordered = [torch.arange(a, min(a + bs, n)) for a in range(0, n, bs)]
         if p["precise_bn"]:
