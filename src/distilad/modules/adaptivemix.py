@@ -14,6 +14,11 @@ For a batch ``x_a`` (B, ...) and a network ``f``:
   embedding (minimum 0). The normalisation belongs to ``f`` (the caller normalises, e.g. with
   :func:`l2_normalise`, before the features reach these functions), so both forms are exactly at
   their minimum when ``f`` is affine and sigma = 0.
+- distillation students (:func:`student_term`): the student's features of ``x_mix`` against the
+  mixture of the *teacher's* features of ``x_a`` and ``x_b`` (RD: per-position unit vectors;
+  Transformaly: raw features).
+
+Where each method plugs it in, and why: ``methods/README-adaptivemix.md``.
 
 One lambda per batch by default, as the official code draws it (``np.random.beta`` once per call,
 for the GAN and the classifier); ``per_sample=True`` draws one per image instead (not used by any
