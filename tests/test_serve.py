@@ -213,8 +213,8 @@ def test_full_queue_answers_503_at_once(served: tuple[distilad.Detector, Path],
     det, _ = served
     app = create_app(det, max_pending=1)
     runner = app.state.runner
-    with TestClient(app) as c, runner._lock:  # the model busy with one request, none waiting
-        runner._enter()
+    with TestClient(app) as c:
+        runner._enter()  # as if one request were being scored
         try:
             r = _post(c, bottle_dir / GOOD)
         finally:
@@ -278,3 +278,20 @@ def test_serve_without_the_extra_says_how_to_install_it(
     assert main(["serve", str(model)]) == EXIT_USER_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'distilad[serve]'" in err[0] and "uvicorn" in err[0]
+
+
+def test_results_md_shows_a_load_test_record_and_counts_wrong_scores_as_lost() -> None:
+    from distilad.bench.results import render
+
+    record = {"kind": "load_serve", "model": "rd test", "clients": 4, "requests_per_client": 200,
+              "requests_sent": 800, "lost": 1, "wrong_score": 2, "server_threads": 2,
+              "throughput_rps": 12.345, "latency_ms": {"p50": 300.4, "p99": 512.6},
+              "single_client_latency_ms": {"p50": 70.2},
+              "server_timing_median_ms": {"wait": 220.0, "score": 75.0},
+              "server_rss_mb": {"after_warmup": 900.0, "end": 905.0, "max": 910.0},
+              "load_average_1min_before_after": [1.0, 1.5], "cpu_count": 2,
+              "_file": "load_serve_x.json"}
+    text = render([record])
+    assert "## Serving: load test of `distilad serve`" in text
+    assert ("| rd test | 4 x 200 | 2 | 12.3 | 300 / 513 | 70 | 220 / 75 | 3 of 800 | "
+            "900 / 905 / 910 | 1.0 / 1.5 (2 cores) | `load_serve_x.json` |") in text

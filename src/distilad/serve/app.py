@@ -13,8 +13,10 @@ Every refusal is a 4xx (503 when too many requests wait) with ``{"error": "<one 
 server goes on serving. No interactive API docs: they would load scripts from a CDN.
 """
 
+import contextlib
 import os
 import time
+from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -99,8 +101,13 @@ def create_app(model: Any, *, limits: UploadLimits | None = None,
     page = page_html()
     body_limit = runner.limits.max_bytes + MULTIPART_SLACK_BYTES
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        runner.close()
+
     app = FastAPI(title="distilad inspection server", version=distilad.__version__,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.runner = runner
 
     def error(status: int, message: str) -> JSONResponse:

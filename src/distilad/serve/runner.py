@@ -1,9 +1,11 @@
-"""One model behind a lock: decode, score and draw the overlay of one uploaded image at a time.
+"""One model, one scoring thread: decode, score and draw the overlay of uploaded images.
 
 Scoring is CPU-bound (and a model is not safe to call from two threads at once), so the server
-runs :meth:`ModelRunner.predict` in worker threads that take turns on one lock; decoding happens
-before the lock, in parallel. At most ``max_pending`` requests may wait for the lock; one more
-is refused with 503 at once instead of queueing without bound (nothing accepted is dropped).
+runs :meth:`ModelRunner.predict` in worker threads that decode in parallel and then hand the
+image to a single scoring thread, in arrival order (a queue of one worker: the model always
+runs in the same thread, so per-thread caches of the math libraries are made once and memory
+stays flat under load). At most ``max_pending`` requests may wait for it; one more is refused
+with 503 at once instead of queueing without bound (nothing accepted is dropped).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import base64
 import io
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,7 @@ class ModelRunner:
         self.limits = limits or UploadLimits.default()
         self.max_pending = int(max_pending)
         self.source = None if source is None else Path(source)
-        self._lock = threading.Lock()
+        self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distilad-score")
         self._count_lock = threading.Lock()
         self._pending = 0
         self.served = 0
@@ -81,10 +84,7 @@ class ModelRunner:
         t_decoded = time.perf_counter()
         self._enter()
         try:
-            with self._lock:
-                t_locked = time.perf_counter()
-                result = self.model.score(OneImage(image, filename))
-                self.served += 1
+            t_started, result = self._scorer.submit(self._score, image, filename).result()
         finally:
             self._leave()
         t_scored = time.perf_counter()
@@ -102,10 +102,21 @@ class ModelRunner:
             out["overlay_png"] = self._overlay_png(image, result)
         t_end = time.perf_counter()
         out["timing_ms"] = {
-            "decode": _ms(t_decoded - t0), "wait": _ms(t_locked - t_decoded),
-            "score": _ms(t_scored - t_locked), "overlay": _ms(t_end - t_scored) if overlay else 0.0,
+            "decode": _ms(t_decoded - t0), "wait": _ms(t_started - t_decoded),
+            "score": _ms(t_scored - t_started), "overlay": _ms(t_end - t_scored) if overlay else 0.0,
             "total": _ms(t_end - t0)}
         return out
+
+    def _score(self, image: np.ndarray, filename: str) -> tuple[float, Any]:
+        """(start time, ScoreResult) of one image; runs in the scoring thread only."""
+        started = time.perf_counter()
+        result = self.model.score(OneImage(image, filename))
+        self.served += 1
+        return started, result
+
+    def close(self) -> None:
+        """Stop the scoring thread (after the requests already handed to it)."""
+        self._scorer.shutdown(wait=True)
 
     def _overlay_png(self, image: np.ndarray, result: Any) -> str | None:
         """Image | heatmap overlay | colour bar (fixed scale from calibration) as base64 PNG."""
