@@ -295,3 +295,21 @@ def test_results_md_shows_a_load_test_record_and_counts_wrong_scores_as_lost() -
     assert "## Serving: load test of `distilad serve`" in text
     assert ("| rd test | 4 x 200 | 2 | 12.3 | 300 / 513 | 70 | 220 / 75 | 3 of 800 | "
             "900 / 905 / 910 | 1.0 / 1.5 (2 cores) | `load_serve_x.json` |") in text
+
+
+def test_an_exported_onnx_model_is_served_with_onnxruntimes_scores(
+        served: tuple[distilad.Detector, Path], tmp_path: Path, bottle_dir: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install -e '.[export]')")
+    pytest.importorskip("onnxscript", reason="onnxscript not installed (pip install -e '.[export]')")
+    from distilad.onnx_model import OnnxModel
+
+    det, _ = served
+    onnx_file = det.export_onnx(tmp_path / "tiny.onnx", check=False)
+    want = OnnxModel(onnx_file, device="cpu").score(image_files([bottle_dir / DEFECT]))
+    client = TestClient(create_app(str(onnx_file), device="cpu"))
+    got = _post(client, bottle_dir / DEFECT, query="?overlay=true").json()
+    assert abs(got["score"] - want.image_scores[0]) <= 1e-6 and got["label"] == "anomalous"
+    assert got["overlay_png"]
+    info = client.get("/model").json()
+    assert info["format"] == "onnx" and info["file"] == "tiny.onnx" and info["method"] == "rd"
+    assert info["threshold"] == pytest.approx(det.threshold, rel=1e-6)
