@@ -74,3 +74,23 @@ def test_memory_section_shows_fit_and_bench_peaks() -> None:
     rows = _rows(render([rec]), "## Memory")
     assert rows == [["bottle", "1", "1", "1786", "2064", "1.16", "abc",
                      "`memory_rd_bottle_e1.json`"]]
+
+
+def test_learning_curve_section_means_and_best_epoch() -> None:
+    """Mean validation AUROC per epoch over runs, best epoch in bold, classes 0/1 apart."""
+    from distilad.bench.curves import curves_section
+
+    def run(cls: str, seed: int, latent: list[float]) -> dict:
+        pts = [{"phase": "edegan", "epoch": i + 1, "latent": v, "reconstruction": 0.5}
+               for i, v in enumerate(latent)]
+        return {"method": "edegan", "dataset": "mnist", "protocol": "one-class", "config": "e3",
+                "category": cls, "seed": seed, "fit_info": {"validation_curve": pts}}
+
+    runs = [run("0", 0, [0.5, 0.9, 0.7]), run("0", 1, [0.7, 0.7, 0.9]),
+            run("2", 0, [0.6, 0.8, 0.5]), {"method": "rd", "fit_info": {}}]
+    text = "\n".join(curves_section(runs))
+    assert "| edegan · latent · all 3 | 60.0 | **80.0** | 70.0 | 2 |" in text
+    assert "| edegan · latent · class 0 (2) | 60.0 | **80.0** | **80.0** |" not in text  # one best
+    assert "| edegan · latent · class 0 (2) | 60.0 | **80.0** | 80.0 | 2 |" in text
+    assert "class 1" not in text
+    assert curves_section([{"method": "rd", "fit_info": {}}]) == []
