@@ -138,6 +138,7 @@ class ModelRunner:
         arguments, the library version that wrote it and the one serving it, fit summary."""
         import distilad
         from distilad.jsonsafe import to_strict
+        from distilad.onnx_model import OnnxModel
 
         cfg = self.model.config()
         params = {k: v for k, v in cfg.get("params", {}).items() if k not in ("progress", "device")}
@@ -145,8 +146,7 @@ class ModelRunner:
         validation = fit_info.get("validation") or {}
         return to_strict({
             "file": None if self.source is None else self.source.name,
-            "format": "onnx" if self.source is not None and self.source.suffix.lower() == ".onnx"
-                      else "distilad",
+            "format": "onnx" if isinstance(self.model, OnnxModel) else "distilad",
             "method": cfg.get("method"),
             "image_size": params.get("image_size"),
             "has_maps": self.model.calibration.map_vmin is not None,
