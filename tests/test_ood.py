@@ -110,3 +110,26 @@ def test_ood_auroc_on_a_toy_case() -> None:
     assert ood_auroc([0.9, 0.8, 0.7], [0.75, 0.1]) == pytest.approx(5 / 6)
     assert ood_auroc([0.9, 0.8], [0.1, 0.2]) == 1.0
     assert ood_auroc([0.1, 0.2], [0.9, 0.8]) == 0.0
+
+
+def _record(seed: int, arm: str, acc: float, auroc: float) -> dict:
+    return {"kind": "ood_adaptivemix", "name": "toy", "arm": arm, "seed": seed,
+            "config": {"epochs": 1, "batch_size": 8, "lr": 0.1, "momentum": 0.9,
+                       "weight_decay": 5e-4, "adaptivemix_weight": 1.0, "sigma": 0.05},
+            "model": "toy", "n_train": 10, "trained_classes": [1, 2], "held_out_classes": [0],
+            "timings": {"wall_seconds": 60.0},
+            "metrics": {"accuracy_in": acc, "auroc": {"mnist": {"max_logit": auroc}},
+                        "mixing_residual_test": 1e-4}}
+
+
+def test_results_section_pairs_seeds() -> None:
+    from distilad.bench.ood_results import ood_adaptivemix_section
+
+    recs = [_record(0, "off", 0.50, 0.80), _record(0, "on", 0.52, 0.70),
+            _record(1, "off", 0.60, 0.90), _record(1, "on", 0.66, 0.85),
+            _record(2, "off", 0.70, 0.95)]  # seed 2 has no "on": not in the paired column
+    text = "\n".join(ood_adaptivemix_section(recs))
+    # off over 3 seeds: 60.00 ± 10.00; paired diffs +2 and +6 -> +4.00 ± 2.83
+    assert "| in-distribution accuracy | 60.00 ± 10.00 | 59.00 ± 9.90 | +4.00 ± 2.83 |" in text
+    assert "| AUROC mnist, max logit | 88.33 ± 7.64 | 77.50 ± 10.61 | -7.50 ± 3.54 |" in text
+    assert "Seeds 0, 1 paired" in text

@@ -15,6 +15,7 @@ import numpy as np
 
 from distilad.bench.choices import choices_section
 from distilad.bench.curves import curves_section
+from distilad.bench.ood_results import ood_adaptivemix_section
 from distilad.bench.paper_values import paper_value
 from distilad.bench.record import read_json, record_metric
 
@@ -525,6 +526,7 @@ def render(records: list[dict[str, Any]]) -> str:
     gan_step = [r for r in records if r.get("kind") == "profile_gan_step"]
     memory = [r for r in records if r.get("kind") == "memory_rd"]
     load_serve = [r for r in records if r.get("kind") == "load_serve"]
+    ood_mix = [r for r in records if r.get("kind") == "ood_adaptivemix"]
     runs = [r for r in records if r.get("kind") is None and "metrics" in r
             and r.get("test_evaluated", True)]
     val_runs = [r for r in records if r.get("kind") is None and r.get("test_evaluated") is False]
@@ -555,6 +557,8 @@ def render(records: list[dict[str, Any]]) -> str:
         lines += profile_gan_step_section(gan_step)
     if load_serve:
         lines += load_serve_section(load_serve)
+    if ood_mix:
+        lines += ood_adaptivemix_section(ood_mix)
     return "\n".join(lines)
 
 
