@@ -5,8 +5,12 @@
 #
 #   bash benchmarks/gpu_sweep.sh PART DATA_ROOT RESULTS DEADLINE_S [GAN_WORKERS] [TF_WORKERS]
 #
-# PART gans:         EDE-GAN and P-KDGAN on MNIST, Fashion-MNIST and CIFAR-10 (GAN lane only);
-#      transformaly: Transformaly on Fashion-MNIST (unimodal, multimodal, 384 px).
+# PART gans:              EDE-GAN and P-KDGAN on MNIST, Fashion-MNIST and CIFAR-10 (GAN lane);
+#      transformaly[:DS]: Transformaly on DS (fashion-mnist (default) or cifar10): unimodal 3
+#                         seeds, multimodal 1 seed, one class at 384 px.
+# RESULTS may start as a copy of benchmarks/results: runs already there are skipped.
+# Data: the GPU machines lent here take 64 MiB per call, so the idx files travel xz-compressed
+# and CIFAR-10's JPEG tree as one tar.xz (18.6 MB; its JPEGs share headers), unpacked there.
 # Each lane lists its work in priority order: what matters most is finished first when the
 # deadline cuts the sweep short. Order inside the GAN lane keeps P-KDGAN's "fixed" runs (which
 # train and cache the pretrained teacher) well ahead of the "two-step" runs that reuse it;
@@ -15,7 +19,7 @@
 # P-KDGAN; Transformaly's CPU-chosen defaults) with validation_curve on for the GANs.
 # SMOKE=1 shrinks every run (1 epoch, class 0) to test the script itself on a CPU.
 set -uo pipefail
-PART=${1:?part: digits or cifar}
+PART=${1:?part: gans or transformaly[:DATASET]}
 ROOT=${2:?data root}
 RESULTS=${3:?results folder}
 DEADLINE=${4:?seconds}
@@ -86,23 +90,28 @@ gan_lane() {  # $@ datasets
   for ds in "$@"; do pkdgan_adaptivemix "$ds" || return; done
   for ds in "$@"; do batch_study "$ds" || return; done
 }
-tf_lane() {  # Transformaly, Fashion-MNIST: unimodal 3 seeds, multimodal 1 seed, paper size
+tf_lane() {  # $1 dataset: unimodal 3 seeds, multimodal 1 seed, paper size (384 px) on class 0
   for seed in 0 1 2; do
-    bench --method transformaly --dataset fashion-mnist --classes $CLASSES --seeds $seed \
+    bench --method transformaly --dataset "$1" --classes $CLASSES --seeds $seed \
         --name default || return
   done
-  bench --method transformaly --dataset fashion-mnist --protocol one-class-anomalous \
+  bench --method transformaly --dataset "$1" --protocol one-class-anomalous \
       --classes $CLASSES --seeds 0 --name default || return
-  bench --method transformaly --dataset fashion-mnist --classes 0 --seeds 0 --name s384 \
+  bench --method transformaly --dataset "$1" --classes 0 --seeds 0 --name s384 \
       --set image_size=384 || return
 }
 
+decode_cifar() {  # decode CIFAR-10's JPEG tree once into the shared array cache, before workers
+  "$PY" -c "from distilad.data.novelty import load_split as l; l('cifar10','train',root='$ROOT'); l('cifar10','test',root='$ROOT')"
+}
+
+TF_SET=fashion-mnist
 case $PART in
-  gans) GAN_SETS="mnist fashion-mnist cifar10"; TF_WORKERS=0
-        # decode CIFAR-10's JPEG tree once into the shared array cache before the workers start
-        "$PY" -c "from distilad.data.novelty import load_split as l; l('cifar10','train',root='$ROOT'); l('cifar10','test',root='$ROOT')";;
-  transformaly) GAN_WORKERS=0;;
-  *) echo "gpu_sweep.sh: part must be gans or transformaly, got '$PART'" >&2; exit 2;;
+  gans) GAN_SETS="mnist fashion-mnist cifar10"; TF_WORKERS=0; decode_cifar;;
+  transformaly|transformaly:fashion-mnist) GAN_WORKERS=0;;
+  transformaly:cifar10) GAN_WORKERS=0; TF_SET=cifar10; decode_cifar;;
+  *) echo "gpu_sweep.sh: part must be gans or transformaly[:fashion-mnist|:cifar10], got '$PART'" >&2
+     exit 2;;
 esac
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
     > "$LOGS/gpu.txt" || true
@@ -112,7 +121,7 @@ for w in $(seq 1 "$GAN_WORKERS"); do
   sleep 1  # staggered, so the workers claim different runs from the start
 done
 for w in $(seq 1 "$TF_WORKERS"); do
-  tf_lane > "$LOGS/tf_$w.log" 2>&1 & pids+=($!)
+  tf_lane "$TF_SET" > "$LOGS/tf_$w.log" 2>&1 & pids+=($!)
   sleep 1
 done
 wait "${pids[@]}"
