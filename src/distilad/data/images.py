@@ -16,6 +16,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -44,17 +45,25 @@ def max_image_pixels() -> int | None:
     return limit
 
 
+def open_header(fp: str | Path | BinaryIO) -> Image.Image:
+    """``PIL.Image.open`` (header only, lazy) of a path or binary file object, with PIL's own
+    pixel check (a warning, then an error at twice its limit) switched off for the open, so the
+    caller applies its own limit to ``width * height``. PIL's check is global state: switched
+    under a lock, so threads opening images at once do not race."""
+    with _OPEN_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(fp)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def open_image(path: str | Path) -> Image.Image:
     """``PIL.Image.open`` (header only, lazy) with the size checked against
     :func:`max_image_pixels`; DataError when the image is larger."""
     limit = max_image_pixels()
-    with _OPEN_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None  # PIL's own check (warn, then fail at 2x) replaced below
-        try:
-            im = Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+    im = open_header(path)
     pixels = im.width * im.height
     if limit is not None and pixels > limit:
         im.close()

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from distilad.data.base import ImageSet
-from distilad.data.images import _OPEN_LOCK, max_image_pixels, pil_to_array
+from distilad.data.images import max_image_pixels, open_header, pil_to_array
 from distilad.errors import DistiladError
 
 #: default largest upload in bytes (the whole multipart request body may exceed it slightly).
@@ -70,18 +70,13 @@ def decode_image(data: bytes, filename: str, limits: UploadLimits) -> np.ndarray
     if len(data) > limits.max_bytes:
         raise UploadError(f"{filename}: {len(data):,} bytes, over the server's limit of "
                           f"{limits.max_bytes:,} bytes", status=413)
-    with _OPEN_LOCK:  # PIL's own pixel check is global state: replaced by ours below
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            im = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError as e:
-            raise UploadError(f"{filename}: not an image (no image format PIL can read); upload "
-                              f"a png, jpg, bmp, tiff or webp file") from e
-        except (OSError, SyntaxError, ValueError) as e:
-            raise UploadError(f"{filename}: unreadable image header ({_first_line(e)})") from e
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+    try:  # PIL's own pixel check is off for the open: ours comes next
+        im = open_header(io.BytesIO(data))
+    except UnidentifiedImageError as e:
+        raise UploadError(f"{filename}: not an image (no image format PIL can read); upload "
+                          f"a png, jpg, bmp, tiff or webp file") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UploadError(f"{filename}: unreadable image header ({_first_line(e)})") from e
     pixels = im.width * im.height
     if limits.max_pixels is not None and pixels > limits.max_pixels:
         raise UploadError(f"{filename}: {im.width}x{im.height} = {pixels:,} pixels, over the "
