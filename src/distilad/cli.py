@@ -120,16 +120,25 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     import distilad
+    from distilad import distributed
     from distilad.writable import check_file_target
 
+    params = _method_params(args)
+    if distributed.env_rank() != 0:  # under torchrun rank 0 alone shows progress and results
+        params["progress"] = False
     # every argument and the output location are checked before the data is read
-    det = distilad.create_detector(args.method, **_method_params(args))
+    det = distilad.create_detector(args.method, **params)
     out = check_file_target(args.output, args.overwrite, "model file")
-    det.fit(args.data)
-    det.save(out, overwrite=args.overwrite)
+    with distributed.process_group_from_env(det.device):  # torchrun: one rank of several
+        det.fit(args.data)
+        if not distributed.is_main_process():
+            return 0  # trained its part; rank 0 calibrates and writes the model
+        det.save(out, overwrite=args.overwrite)
     info = det.fit_info
+    ranks = info.get("distributed", {}).get("processes")
     print(f"fitted {args.method} on {info['n_train']} images ({info['n_holdout']} held out for "
-          f"calibration) in {info['train_seconds']:.1f} s; threshold "
+          f"calibration) in {info['train_seconds']:.1f} s"
+          f"{f' by {ranks} processes' if ranks else ''}; threshold "
           f"{det.calibration.threshold:.4f}; saved {out}")
     line = computation_line(info)
     if line:

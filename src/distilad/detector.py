@@ -190,8 +190,8 @@ class Detector:
         override it."""
         from distilad.errors import ExportError
 
-        raise ExportError(f"{self.name} cannot be exported to ONNX yet (only rd, edegan and pkdgan "
-                          f"can); use the .distilad model file with distilad")
+        raise ExportError(f"{self.name} cannot be exported to ONNX yet (only rd, edegan, pkdgan and "
+                          f"transformaly can); use the .distilad model file with distilad")
 
     def _score_batch_size(self, n_images: int | None = None) -> int:
         """Images per forward pass when scoring ``n_images`` images: ``score_batch_size``, or
@@ -229,9 +229,11 @@ class Detector:
         or None to skip; the result is ``fit_info["validation"]`` (see
         :func:`distilad.evaluate.validation_report`).
         """
+        from distilad import distributed
         from distilad.data.validation import validation_set
         from distilad.evaluate import resolve_validation, validation_report
 
+        distributed.check_method(self.name)  # under torchrun: a method that can train so
         anomalies = resolve_validation(validation)  # a bad path fails before training
         images = as_image_set(data, split="train")
         if images.labels is not None and np.any(images.labels != 0):
@@ -253,6 +255,9 @@ class Detector:
             info = self._fit(train, holdout) or {}
         finally:
             self._validation_during_fit = None
+        if not distributed.is_main_process():
+            return self  # another rank of a multi-process fit: rank 0 calibrates and keeps it
+        info = {**info, **distributed.fit_info()}
         train_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         scores, maps = self._score(holdout)

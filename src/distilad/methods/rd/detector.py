@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from distilad import distributed
 from distilad.backbones import DEFAULT_TEACHER, OFFLINE_TEACHERS, create_teacher
 from distilad.backbones.cache import teacher_features
 from distilad.data import ImageSet
@@ -119,13 +120,16 @@ class ReverseDistillation(PretrainedTeacher, Detector):
 
         mixer = adaptivemix.from_params(p, p["seed"], "rd", self.device)
         if mixer is not None:
+            distributed.refuse("rd: adaptivemix=True")
             images = adaptivemix.TrainingImages(train, int(p["image_size"]))
             terms = adaptivemix.EpochMeans(len(batch_starts(n, bs)))
             self.teacher.eval()
 
+        student = distributed.wrap(self.student)  # DDP under torchrun, else the student itself
+
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
             t = [f[idx].to(self.device, non_blocking=True) for f in feats]
-            loss = rd_loss(t, self.student(t))
+            loss = rd_loss(t, student(t))
             if mixer is None:
                 return loss
             mix = mixer.mix(images(idx).to(self.device))
@@ -139,6 +143,7 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         history = train_epochs(self.student, opt, batch_loss, n, bs, int(p["epochs"]),
                                int(p["seed"]), f"rd fit ({n} images)", progress,
                                after_step=schedule.step, loss_digits=4)
+        distributed.unwrap(self.student)
         info: dict[str, Any] = {}
         if mixer is not None:
             # loss_history stays RD's own loss; the term (unweighted) per epoch beside it

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from distilad import distributed
 from distilad.backbones.block_cache import block_features, boundary_bytes
 from distilad.backbones.blocks import VIT_PREFIXES, BlockTeacher, create_block_teacher
 from distilad.backbones.cache import root_and_rows
@@ -180,13 +181,16 @@ class Transformaly(PretrainedTeacher, Detector):
 
         mixer = adaptivemix.from_params(p, p["seed"], "transformaly", self.device)
         if mixer is not None:
+            distributed.refuse("transformaly: adaptivemix=True")
             images = adaptivemix.TrainingImages(train, size)
             terms = adaptivemix.EpochMeans(len(batch_starts(n, bs)))
             self.teacher.eval()
 
+        student = distributed.wrap(self.student)  # DDP under torchrun, else the student itself
+
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
             t = self._boundaries(train, parts, idx, keep)
-            loss = distillation_loss(self.student(t), t, self.block_ids)
+            loss = distillation_loss(student(t), t, self.block_ids)
             if mixer is None:
                 return loss
             mix = mixer.mix(images(idx).to(self.device))
@@ -206,6 +210,7 @@ class Transformaly(PretrainedTeacher, Detector):
 
         history = train_epochs(self.student, opt, batch_loss, n, bs, int(p["epochs"]),
                                int(p["seed"]), f"transformaly fit ({n} images)", progress)
+        distributed.unwrap(self.student)
         info: dict[str, Any] = {}
         if mixer is not None:
             # loss_history stays the distillation loss; the term (unweighted) per epoch beside it
