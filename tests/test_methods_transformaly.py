@@ -17,7 +17,14 @@ from distilad.cli import main
 from distilad.data import ArrayImageSet, mvtec_test, mvtec_train, read_image
 from distilad.detector import read_model_config
 from distilad.errors import DistiladError
-from distilad.methods.transformaly.density import REG_COVAR, Gaussian, Whitening, count_components
+from distilad.methods.transformaly.density import (
+    REG_COVAR,
+    Gaussian,
+    GaussianScorer,
+    Whitening,
+    count_components,
+    density_device,
+)
 from distilad.methods.transformaly.detector import Transformaly
 from distilad.methods.transformaly.model import (
     CloneStudent,
@@ -120,6 +127,41 @@ def test_training_mean_is_most_normal() -> None:
     assert ll_mean.item() > g.log_likelihood(w(others)).max().item()
     # and far from the data the score falls
     assert g.log_likelihood(w(feats.mean(0, keepdim=True) + 100.0)).item() < ll_mean.item() - 10
+
+
+def test_gaussian_scorer_equals_log_likelihood() -> None:
+    """The export form (inverse Cholesky factor, no triangular solve) gives the same numbers."""
+    rng = np.random.default_rng(4)
+    train = rng.normal(size=(50, 6)) @ rng.normal(size=(6, 6)) + 2.0
+    g = Gaussian.fit(torch.from_numpy(train))
+    test = torch.from_numpy(rng.normal(size=(9, 6)) * 4).float()  # float32, as features come
+    got = GaussianScorer(g)(test)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, g.log_likelihood(test), rtol=1e-12, atol=1e-10)
+
+
+def test_densities_stay_on_the_cpu_in_float64_for_mps() -> None:
+    """Apple MPS has no float64: ``.to("mps")`` (what loading a model or ``set_params(device=
+    "mps")`` does to every module) keeps the densities on the CPU, in float64, with the same
+    scores; a float32 request keeps float64. CUDA and CPU keep the detector's device. No MPS is
+    needed: the move is redirected before any MPS tensor is made."""
+    assert density_device("mps") == torch.device("cpu")
+    assert density_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert density_device("cpu") == torch.device("cpu")
+    rng = np.random.default_rng(5)
+    feats = torch.from_numpy(rng.normal(size=(40, 12)) @ rng.normal(size=(12, 12)))
+    w = Whitening.fit(feats, 0.9)
+    g = Gaussian.fit(w(feats))
+    scorer = GaussianScorer(g)
+    query = feats[:7].float()
+    before = g.log_likelihood(w(query)), scorer(w(query))
+    for m in (w, g, scorer):
+        assert m.to("mps") is m and m.to(torch.device("mps"), torch.float32) is m
+        assert m.to(torch.float32) is m
+        assert all(b.device.type == "cpu" and b.dtype == torch.float64 for b in m.buffers())
+    after = g.log_likelihood(w(query)), scorer(w(query))
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 # --- teachers and clones -------------------------------------------------------------------------
@@ -287,6 +329,21 @@ def test_save_load_identical(fitted: Transformaly, tmp_path: Path,
         np.testing.assert_array_equal(fitted.alternative_scores[k], loaded.alternative_scores[k])
     np.testing.assert_array_equal(a.labels, b.labels)
     assert loaded.calibration == fitted.calibration
+
+
+def test_scoring_net_gives_the_detectors_scores(fitted: Transformaly,
+                                                 _tiny_mvtec_master: Path) -> None:
+    """The module that is exported (teacher, clones, both densities in one forward) gives
+    ``score``'s image scores, in PyTorch."""
+    from distilad.data.transforms import iter_batches
+
+    test = mvtec_test(_tiny_mvtec_master)
+    net = fitted._scoring_net().eval()
+    assert net.has_maps is False and net.image_size == 64
+    with torch.no_grad():
+        got = torch.cat([net(x)[0] for _, x, _ in iter_batches(test, 5, 64)])
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), fitted.score(test).image_scores, rtol=1e-6)
 
 
 def test_feature_cache_gives_the_same_scores(fitted: Transformaly, tmp_path: Path,

@@ -113,7 +113,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         doc = (_REGISTRY[name].__doc__ or "").strip().splitlines()[0]
         print(f"  {name:<14s} {doc}")
     print("teachers (offline ImageNet weights):", ", ".join(OFFLINE_TEACHERS))
-    print("teachers (need --weights PATH):", ", ".join(WEIGHTS_FILE_TEACHERS), "and other timm CNNs")
+    print("teachers (need --weights PATH): rd:", ", ".join(WEIGHTS_FILE_TEACHERS),
+          "and other timm CNNs; transformaly: timm ViT / DeiT (vit_base_patch16_384, ...)")
     print("`distilad list METHOD` shows a method's arguments and their defaults")
     return 0
 
@@ -616,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "of any size to image scores, anomaly maps (rd), normalised scores, labels "
                     "and the calibrated threshold, with the model's description in the ONNX "
                     "metadata. The file is run with onnxruntime against PyTorch on synthetic "
-                    "images before it is written. Methods: rd, edegan, pkdgan. Needs "
+                    "images before it is written. Methods: rd, edegan, pkdgan, transformaly. Needs "
                     "pip install 'distilad[export]'."),
         epilog="example:\n  distilad export bottle.distilad -o bottle.onnx\n"
                "  distilad predict bottle.onnx new_images/ -o preds")

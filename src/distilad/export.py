@@ -9,7 +9,8 @@ The graph (one file, opset 18, dynamic batch size, height and width):
   [0, 1]; the teacher's own normalisation follows inside the teacher.
 - the method's :class:`~distilad.modules.scoring.ScoringNet`: for RD teacher, student, anomaly
   map (per-scale 1 - cosine, upsampling, the Gaussian blur as fixed convolutions) and the image
-  score; for EDE-GAN / P-KDGAN the (student) generator and the latent (or reconstruction) score.
+  score; for EDE-GAN / P-KDGAN the (student) generator and the latent (or reconstruction) score;
+  for Transformaly the block teacher, the cloned blocks and both Gaussian densities (float64).
 - outputs: ``image_scores`` float32 (N,); ``anomaly_maps`` float32 (N, H, W) at input
   resolution (bilinear, as :func:`distilad.data.transforms.resize_map`; methods with maps only);
   ``normalized_scores`` float32 (N,) in [0, 1] with the threshold at 0.5; ``labels`` int64 (N,),
@@ -78,14 +79,17 @@ class DeployedGraph(nn.Module):
                           antialias=True).clamp(0.0, 1.0)
         out = self.net(x)
         scores = out[0]
-        s = scores.to(torch.float64)  # the calibration works in float64, as Calibration does
+        # the calibration works in float64, as Calibration does; labels from a float64 score
+        # (transformaly's) before it is rounded to float32, so they match the Python path
+        s = scores.to(torch.float64)
         normalized = (0.5 * (s - self.median) / self.span).clamp(0.0, 1.0).to(torch.float32)
         labels = (s > self.threshold).to(torch.int64)
         maps: tuple[torch.Tensor, ...] = ()
         if self.net.has_maps:
             maps = (F.interpolate(out[1][:, None], size=(h, w), mode="bilinear",
                                   align_corners=False)[:, 0],)
-        return (scores, *maps, normalized, labels, self.threshold)
+        # float32 out even where the method scores in float64 (transformaly's densities)
+        return (scores.to(torch.float32), *maps, normalized, labels, self.threshold)
 
 
 def output_names(has_maps: bool) -> list[str]:

@@ -15,8 +15,9 @@ from torch import nn
 
 class ScoringNet(nn.Module):
     """Base class: ``forward(x)`` with x (N, channels, image_size, image_size) float32 in [0, 1]
-    returns ``(scores,)`` or, when ``has_maps``, ``(scores, maps)``: scores (N,) float32, higher =
-    more anomalous; maps (N, image_size, image_size) float32."""
+    returns ``(scores,)`` or, when ``has_maps``, ``(scores, maps)``: scores (N,) float32 (float64
+    where the method scores in float64: transformaly's densities), higher = more anomalous; maps
+    (N, image_size, image_size) float32."""
 
     def __init__(self, image_size: int, channels: int, has_maps: bool):
         super().__init__()

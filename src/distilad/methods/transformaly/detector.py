@@ -21,6 +21,7 @@ from distilad.errors import DataError, DistiladError
 from distilad.methods.transformaly.density import Gaussian, Whitening
 from distilad.methods.transformaly.model import (
     CloneStudent,
+    TransformalyScoringNet,
     block_mse,
     boundaries_needed,
     distillation_loss,
@@ -270,12 +271,18 @@ class Transformaly(PretrainedTeacher, Detector):
         for p_feat, t in self._score_batches(images):
             pooled.append(p_feat.cpu())
             mse.append(block_mse(self.student(t), t, self.block_ids).cpu())
-        ll_pre = self.pretrained_density.log_likelihood(self.whitening(torch.cat(pooled)))
-        ll_ts = self.ts_density.log_likelihood(torch.cat(mse))
+        # on the densities' device (CUDA for a model loaded there): back to the CPU for numpy
+        ll_pre = self.pretrained_density.log_likelihood(self.whitening(torch.cat(pooled))).cpu()
+        ll_ts = self.ts_density.log_likelihood(torch.cat(mse)).cpu()
         self.alternative_scores = {"pretrained": (-ll_pre).numpy(),
                                    "teacher_student": (-ll_ts).numpy()}
         self.last_block_mse = torch.cat(mse).numpy()
         return (-(ll_pre + ll_ts)).numpy(), None
+
+    def _scoring_net(self) -> TransformalyScoringNet:
+        return TransformalyScoringNet(self.teacher, self.student, self.whitening,
+                                      self.pretrained_density, self.ts_density,
+                                      int(self.params["image_size"]))
 
     def _score_batches(self, images: ImageSet
                        ) -> Iterator[tuple[torch.Tensor, dict[int, torch.Tensor]]]:

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from distilad.backbones.blocks import BlockTeacher
+from distilad.methods.transformaly.density import Gaussian, GaussianScorer, Whitening
+from distilad.modules.scoring import ScoringNet
 
 
 def boundaries_needed(blocks: Sequence[int]) -> tuple[int, ...]:
@@ -47,3 +49,26 @@ def distillation_loss(student: Sequence[torch.Tensor], boundaries: Mapping[int, 
     """Mean over images and blocks of :func:`block_mse`: for blocks of equal shape (a ViT) this is
     the official ``nn.MSELoss`` of the stacked block outputs."""
     return block_mse(student, boundaries, block_ids).mean()
+
+
+class TransformalyScoringNet(ScoringNet):
+    """Transformaly's scoring path in one module (for ONNX export), as ``Transformaly._score``:
+    teacher -> (pooled feature, block boundaries) -> clones -> per-block MSE vector; score =
+    -(log-likelihood of the whitened pooled feature + log-likelihood of the MSE vector). The
+    densities run in float64 (the Gaussians in :class:`GaussianScorer` form). Input (N, 3, S, S)
+    in [0, 1]; returns (scores (N,) float64,)."""
+
+    def __init__(self, teacher: BlockTeacher, student: CloneStudent, whitening: Whitening,
+                 pretrained_density: Gaussian, ts_density: Gaussian, image_size: int):
+        super().__init__(image_size, channels=3, has_maps=False)
+        self.teacher = teacher
+        self.student = student
+        self.keep = boundaries_needed(student.block_ids)
+        self.whitening = whitening
+        self.pretrained_ll = GaussianScorer(pretrained_density)
+        self.ts_ll = GaussianScorer(ts_density)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        pooled, boundaries = self.teacher(x, self.keep)
+        mse = block_mse(self.student(boundaries), boundaries, self.student.block_ids)
+        return (-(self.pretrained_ll(self.whitening(pooled)) + self.ts_ll(mse)),)
