@@ -161,15 +161,34 @@ def computation_line(info: dict[str, Any]) -> str:
     return ""
 
 
+#: at most this many bytes of anomaly maps (float32 at input resolution) come from one scoring
+#: call of ``test`` / ``predict``: a large measured batch of large images stays bounded.
+MAX_CHUNK_MAP_BYTES = 256 * 1024 * 1024
+
+
+def scoring_chunk(det: Any, images: Any, max_map_bytes: int = MAX_CHUNK_MAP_BYTES) -> int:
+    """Images per scoring call for ``images``: the model's scoring batch size for that many
+    images (its ``score_batch_size``, or for ``"auto"`` the one measured on this machine, see
+    :mod:`distilad.autobatch`), fewer where the maps of that many of the largest image would
+    pass ``max_map_bytes``; at least 1."""
+    n = len(images)
+    batch_size = getattr(det, "_score_batch_size", None) or det._batch_size  # OnnxModel's
+    size = int(batch_size(n))
+    pixels = max((h * w for h, w in (images.image_shape(i)[:2] for i in range(n))), default=1)
+    return max(1, min(size, max_map_bytes // (4 * max(pixels, 1))))
+
+
 def _score_in_chunks(det: Any, images: Any, progress: bool, desc: str,
-                     chunk: int = 16) -> Iterator[tuple[range, Any]]:
-    """Score ``images`` ``chunk`` at a time under one progress bar (stderr; off when not
-    ``progress``), so that a run of any size shows how far it is. Yields (indices, ScoreResult
-    of those images). The method's own bars are switched off: this one replaces them."""
+                     chunk: int | None = None) -> Iterator[tuple[range, Any]]:
+    """Score ``images`` ``chunk`` at a time (default :func:`scoring_chunk`: one scoring batch)
+    under one progress bar (stderr; off when not ``progress``), so that a run of any size shows
+    how far it is and holds one chunk's maps at a time. Yields (indices, ScoreResult of those
+    images). The method's own bars are switched off: this one replaces them."""
     from tqdm.auto import tqdm
 
     det.params["progress"] = False
     n = len(images)
+    chunk = chunk or scoring_chunk(det, images)
     with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, n, chunk):
             idx = range(start, min(start + chunk, n))
