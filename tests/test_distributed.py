@@ -7,6 +7,9 @@ global batch's statistics; so the arithmetic is that of one process up to the or
 sums. Measured on 2 epochs of a tiny RD (11 images, batch 4 = parts of 2+2 and 2+1): scores
 differ by ~5e-6 relative, against ~0.1 for another seed and ~0.19 for training each half-batch
 alone (what a wrong shard or local BatchNorm statistics give); Transformaly ~2e-6 vs ~0.3.
+The net is tiny and the run short on purpose: on a full-size RD (Adam, lr 0.005) float-order
+differences grow over the epochs to the size of seed noise (one process on 1 vs 2 threads moves
+the bottle scores by 7.5 % after 2 epochs at 128 px; README "Scaling").
 """
 
 from __future__ import annotations
@@ -62,7 +65,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str,
     started = {m: (root / f"out-{m}", _torchrun_fit(m, data, root / f"out-{m}")) for m in METHODS}
     done = {}
     for m, (out, proc) in started.items():
-        text, _ = proc.communicate(timeout=300)
+        try:
+            text, _ = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # torchrun passes SIGTERM on to its workers
+            text, _ = proc.communicate(timeout=30)
+            text += "\n(killed after 300 s)"
         done[m] = (out, text, proc.returncode)
     return {**done, "data": data}  # type: ignore[dict-item]
 

@@ -43,7 +43,7 @@ class ScoreBatch:
 
         if threads:
             torch.set_num_threads(int(threads))
-        self.model = load_model(model, device)
+        self.model = load_model(model, device, threads)
         if hasattr(self.model, "params"):
             self.model.params["progress"] = False
 
@@ -60,12 +60,13 @@ class ScoreBatch:
                 "normalized_score": norm, "label": labels}
 
 
-def load_model(path: str, device: str = "auto") -> Any:
-    """A ``.onnx`` file (onnxruntime) or a ``.distilad`` model; both score alike."""
+def load_model(path: str, device: str = "auto", threads: int | None = None) -> Any:
+    """A ``.onnx`` file (onnxruntime, ``threads`` intra-op threads) or a ``.distilad`` model;
+    both score alike."""
     from distilad.onnx_model import OnnxModel, is_onnx_path
 
     if is_onnx_path(path):
-        return OnnxModel(path, device=device)
+        return OnnxModel(path, device=device, threads=threads)
     import distilad
 
     return distilad.load_detector(path, device=device)
@@ -109,7 +110,10 @@ def score_images(model: str | Path, inputs: list[str | Path], output: str | Path
             ScoreBatch, fn_constructor_kwargs={"model": str(Path(model).resolve()),
                                                "device": "cuda" if gpus_per_worker else "cpu",
                                                "threads": max(1, int(cpus_per_worker))},
-            batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker,
+            # a fixed pool of actors: `compute=` is read by every Ray since 2.9 (`concurrency=`
+            # is deprecated from 2.51)
+            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=cpus_per_worker,
             num_gpus=gpus_per_worker, batch_format="numpy")
         writer = scored.write_parquet if fmt == "parquet" else scored.write_csv
         writer(str(out.resolve()))
