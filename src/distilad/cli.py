@@ -592,7 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "A seeded part of the images is held out to calibrate the threshold and to "
                     "validate the model against synthetic defects made from them (printed after "
                     "training; no labelled defects needed)."),
-        epilog="example:\n  distilad fit rd data/mvtec_ad/bottle -o bottle.distilad --epochs 50")
+        epilog="example:\n  distilad fit rd data/mvtec_ad/bottle -o bottle.distilad --epochs 50\n"
+               "in 2 processes (rd, transformaly; DDP: one process's computation, split; README "
+               "'Scaling'):\n  torchrun --standalone --nproc_per_node=2 -m distilad.cli fit rd "
+               "data/mvtec_ad/bottle -o bottle.distilad")
     p.add_argument("method", help="method name: rd, edegan, pkdgan, transformaly (see "
                    "`distilad list`)")
     p.add_argument("data", help="MVTec-style category folder (its train/good is used) or a "
