@@ -474,3 +474,15 @@ def _read_keys(path: Path) -> list[str]:
 
     with safe_open(str(path), framework="pt") as f:
         return list(f.keys())
+
+
+def test_auto_scoring_batch_size(fitted: Transformaly, tmp_path: Path,
+                                 _tiny_mvtec_master: Path) -> None:
+    """score_batch_size="auto" is accepted, measured, and scores as a fixed batch size does."""
+    test = mvtec_test(_tiny_mvtec_master)
+    want = fitted.score(test).image_scores
+    auto = distilad.load_detector(fitted.save(tmp_path / "m.distilad"), device="cpu")
+    auto.set_params(score_batch_size="auto")
+    got = auto.score(test).image_scores
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert auto.batch_measurement["batch_size"] in auto.batch_measurement["ms_per_image"]

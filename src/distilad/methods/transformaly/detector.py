@@ -29,7 +29,7 @@ from distilad.methods.transformaly.model import (
 from distilad.modules import adaptivemix
 from distilad.modules.batchnorm import recompute_batchnorm
 from distilad.modules.training import batch_starts, train_epochs
-from distilad.params import Bool, Float, Int, Param, Path, Refused, Text
+from distilad.params import AutoOr, Bool, Float, Int, Param, Path, Refused, Text
 
 LITE_TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 #: blocks left out by ``blocks="auto"``: the first two, as the official code scores blocks 2-11
@@ -88,7 +88,9 @@ class Transformaly(PretrainedTeacher, Detector):
         "lr": Float(0.0, open_low=True),
         "whitening_threshold": Float(0.0, 1.0, open_low=True),
         "precise_bn": Bool(),
-        "score_batch_size": Int(min=1),
+        # "auto": measured fastest per image for scoring (distilad.autobatch); the teacher pass
+        # over the training images during fit then uses 64
+        "score_batch_size": AutoOr(Int(min=1)),
         "feature_cache": Path("folder"),
         # teacher boundaries of the training set are kept in memory when they fit in this many
         # MB, else recomputed every batch; 0 = always recompute
@@ -173,7 +175,7 @@ class Transformaly(PretrainedTeacher, Detector):
             in_memory = self._fits_in_memory(train, keep)
             cache = None if in_memory else cache
         pooled, parts = block_features(self.teacher, train, size, keep if in_memory else (),
-                                       int(p["score_batch_size"]), self.device, cache, progress,
+                                       self._fit_batch_size(), self.device, cache, progress,
                                        "teacher features (once)")
         teacher_seconds = time.perf_counter() - t0
         n = len(train)
@@ -284,12 +286,18 @@ class Transformaly(PretrainedTeacher, Detector):
                                       self.pretrained_density, self.ts_density,
                                       int(self.params["image_size"]))
 
+    def _fit_batch_size(self) -> int:
+        """Batch of the teacher pass over the training images: ``score_batch_size``, or 64 under
+        ``"auto"`` (the scoring path it would time is not trained yet)."""
+        value = self.params["score_batch_size"]
+        return 64 if value == "auto" else int(value)
+
     def _score_batches(self, images: ImageSet
                        ) -> Iterator[tuple[torch.Tensor, dict[int, torch.Tensor]]]:
         """(pooled feature, boundaries) per batch: through the disk cache when one is set and the
         set's boundaries fit in memory, else one teacher pass per batch."""
         p = self.params
-        size, bs = int(p["image_size"]), int(p["score_batch_size"])
+        size, bs = int(p["image_size"]), self._score_batch_size(len(images))
         keep = boundaries_needed(self.block_ids)
         if p["feature_cache"] is not None and self._fits_in_memory(_root(images), keep):
             t0 = time.perf_counter()
