@@ -168,6 +168,9 @@ class TrainConfig:
     adaptivemix_weight: float = 1.0
     sigma: float = 0.05
     seed: int = 0
+    #: where the network trains; the weights are initialised and every random draw is made on
+    #: the CPU, so a seed gives the same initial weights and draws on any device
+    device: str = "cpu"
 
 
 def _stream(seed: int, name: str) -> int:
@@ -186,7 +189,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, c
     Returns the model (eval mode) and the history: ``ce`` and ``adaptivemix_term`` (unweighted;
     None when off) per epoch (means over batches), ``seconds_per_epoch``, ``steps``."""
     torch.manual_seed(cfg.seed)  # the weights: the same in both arms
-    model = SubspaceResNet(num_classes, cfg.width)
+    model = SubspaceResNet(num_classes, cfg.width).to(cfg.device)
     data_gen = torch.Generator().manual_seed(_stream(cfg.seed, "data"))
     mixer = AdaptiveMix.seeded(_stream(cfg.seed, "mix"), alpha=cfg.alpha)
     shrink = (AdaptiveMix.seeded(_stream(cfg.seed, "noise"), sigma=cfg.sigma,
@@ -198,7 +201,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, c
     if per_epoch < 1:
         raise ValueError(f"{n} training images are fewer than one batch of {cfg.batch_size}")
     total = per_epoch * cfg.epochs
-    y_all = torch.as_tensor(labels, dtype=torch.long)
+    y_all = torch.as_tensor(labels, dtype=torch.long).to(cfg.device)
     history: dict[str, Any] = {"ce": [], "adaptivemix_term": [] if shrink else None,
                                "seconds_per_epoch": [], "steps": total, "config": asdict(cfg)}
     step = 0
@@ -209,10 +212,10 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, c
         ce_sum, term_sum = 0.0, 0.0
         for b in range(per_epoch):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = random_crop_flip(to_rgb32(images[idx.numpy()]), data_gen)
+            x = random_crop_flip(to_rgb32(images[idx.numpy()]), data_gen).to(cfg.device)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            parts = mixup_loss(model, x, y_all[idx], mixer, shrink)
+            parts = mixup_loss(model, x, y_all[idx.to(cfg.device)], mixer, shrink)
             opt.zero_grad(set_to_none=True)
             parts.total.backward()
             opt.step()
@@ -233,10 +236,11 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, c
 @torch.no_grad()
 def embed_images(model: SubspaceResNet, images: np.ndarray, batch_size: int = 500
                  ) -> torch.Tensor:
-    """Unit embeddings (N, D) of uint8 images (N, 28|32, 28|32[, 3]) (see
-    :func:`distilad.ood.data.to_rgb32`), the model in eval mode."""
+    """Unit embeddings (N, D) on the CPU of uint8 images (N, 28|32, 28|32[, 3]) (see
+    :func:`distilad.ood.data.to_rgb32`), the model in eval mode on its device."""
     model.eval()
-    out = [model.embed(to_rgb32(images[a:a + batch_size]))
+    device = model.mean.device
+    out = [model.embed(to_rgb32(images[a:a + batch_size]).to(device)).cpu()
            for a in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(0, model.embedding_dim)
 
@@ -254,7 +258,7 @@ def mixing_residual(model: SubspaceResNet, images: np.ndarray, embeddings: torch
     for a in range(0, len(images), batch_size):
         x = to_rgb32(images[a:a + batch_size])
         mix = mixer.mix(x)
-        z = mixer.target(embeddings[a:a + batch_size], mix)
-        total += float(((model.embed(mix.x) - z) ** 2).sum())
+        z = mixer.target(embeddings[a:a + batch_size].cpu(), mix)
+        total += float(((model.embed(mix.x.to(model.mean.device)).cpu() - z) ** 2).sum())
         count += z.numel()
     return total / max(count, 1)
