@@ -17,6 +17,7 @@ from distilad.data.transforms import iter_batches, resize_map
 from distilad.detector import Detector, PretrainedTeacher, register
 from distilad.errors import DataError, DistiladError
 from distilad.methods.rd.model import RDScoringNet, Student, anomaly_map, rd_loss
+from distilad.methods.rd.surface import SurfaceHead, SurfaceStats
 from distilad.modules import adaptivemix
 from distilad.modules.batchnorm import recompute_batchnorm
 from distilad.modules.schedule import LR_SCHEDULES, make_lr_schedule
@@ -45,6 +46,11 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         "image_score": "max",
         "precise_bn": True,
         "lr_schedule": "constant",
+        # issue 15's scoring options (methods/rd/surface.py); off = RD as before
+        "map_normalization": "none",
+        "patch_density": "none",
+        "rd_weight": 1.0,
+        "density_weight": 1.0,
         **adaptivemix.PARAM_DEFAULTS,
     }
     param_specs = {
@@ -67,6 +73,14 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         "image_score": OneOf("max", "mean"),
         "precise_bn": Bool(),
         "lr_schedule": OneOf(*LR_SCHEDULES),
+        # per-pixel z-score of the map on the held-out normals' maps
+        "map_normalization": OneOf("none", "holdout"),
+        # a Gaussian over the teacher's patch features, its distance map combined with RD's
+        "patch_density": OneOf("none", "gaussian"),
+        # weights of the two z-scored maps under patch_density="gaussian" (rd_weight=0: density
+        # alone)
+        "rd_weight": Float(0.0),
+        "density_weight": Float(0.0, open_low=True),
         # AdaptiveMix's student form: the student's features of mixed normal images pulled to
         # the mixed teacher features (methods/README-adaptivemix.md)
         **adaptivemix.param_specs(),
@@ -75,6 +89,30 @@ class ReverseDistillation(PretrainedTeacher, Detector):
     @classmethod
     def _check_combination(cls, p: dict[str, Any]) -> None:
         _check_teacher(p["backbone"], p["weights"])
+        if p["patch_density"] == "none":
+            for key in ("rd_weight", "density_weight"):
+                if float(p[key]) != 1.0:
+                    raise DistiladError(f"rd: {key} weighs the density map; it needs "
+                                        f"patch_density='gaussian' (or leave {key} at 1)")
+
+    @property
+    def _surface_on(self) -> bool:
+        p = self.params
+        return p["map_normalization"] != "none" or p["patch_density"] != "none"
+
+    def _surface_head(self) -> SurfaceHead:
+        p = self.params
+        return SurfaceHead(self.surface, int(p["image_size"]), float(p["sigma"]),
+                           p["map_normalization"] == "holdout", p["patch_density"] == "gaussian",
+                           float(p["rd_weight"]), float(p["density_weight"]))
+
+    def _map(self, t: list[torch.Tensor]) -> torch.Tensor:
+        """Teacher maps -> the scored (B, S, S) map: RD's own, or under the surface options
+        :class:`SurfaceHead`'s."""
+        p = self.params
+        if not self._surface_on:
+            return anomaly_map(t, self.student(t), int(p["image_size"]), float(p["sigma"]))
+        return self._surface_head()(t, self.student)
 
     def _prepare(self, train: ImageSet) -> None:
         if len(train) < 2:
@@ -89,9 +127,15 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         signed = p["backbone"].startswith("efficientnet")
         self.student = Student(tuple(self.teacher.channels), p["ocbe_blocks"],
                                tuple(p["decoder_blocks"]), signed_features=signed).to(self.device)
+        if self._surface_on:
+            c = self.teacher.channels
+            self.surface = SurfaceStats(int(c[1]) + int(c[2]), int(p["image_size"])).to(self.device)
 
     def _modules(self) -> dict[str, torch.nn.Module]:
-        return {"teacher": self.teacher, "student": self.student}
+        modules = {"teacher": self.teacher, "student": self.student}
+        if self._surface_on:
+            modules["surface"] = self.surface
+        return modules
 
     def _extra_state(self) -> dict[str, Any]:
         return {"teacher": self.teacher.identity, "teacher_channels": list(self.teacher.channels)}
@@ -156,9 +200,45 @@ class ReverseDistillation(PretrainedTeacher, Detector):
             recompute_batchnorm(self.student, ([f[a:b].to(self.device) for f in feats]
                                                for a, b in batch_bounds(n, bs)))
         self.student.eval()
+        if self._surface_on:
+            info["surface"] = self._fit_surface(feats, holdout, bs)
         return {**info, "loss_history": [round(v, 5) for v in history],
                 "teacher_feature_seconds": round(teacher_seconds, 3),
                 "epochs": int(p["epochs"])}
+
+    @torch.inference_mode()
+    def _fit_surface(self, feats: list[torch.Tensor], holdout: ImageSet, bs: int
+                     ) -> dict[str, Any]:
+        """The surface statistics: the patch Gaussian over the training normals' teacher
+        features (all of them, under any option: cheap beside training), then per-pixel and
+        global mean / std of the held-out normals' RD and density maps."""
+        t0 = time.perf_counter()
+        n = feats[0].shape[0]
+        n_patches = self.surface.fit_gaussian([f[a:b].to(self.device) for f in feats]
+                                              for a, b in batch_bounds(n, bs))
+        rd_maps, den_maps = self.raw_maps(holdout)
+        self.surface.fit_maps("rd", rd_maps)
+        self.surface.fit_maps("density", den_maps)
+        return {"n_patches": n_patches, "n_holdout_maps": len(holdout),
+                "seconds": round(time.perf_counter() - t0, 3)}
+
+    @torch.inference_mode()
+    def raw_maps(self, images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """RD's map and the density map of ``images`` at model resolution, before any
+        normalisation: two (N, S, S) float32 CPU tensors (needs the surface statistics' patch
+        Gaussian; used at fit and by benchmarks/study_rd_surface.py)."""
+        p = self.params
+        head = SurfaceHead(self.surface, int(p["image_size"]), float(p["sigma"]), False, True,
+                           1.0, 1.0)
+        self.student.eval()
+        rd_maps, den_maps = [], []
+        for _, x, _ in iter_batches(images, self._score_batch_size(len(images)),
+                                    int(p["image_size"])):
+            rd_map, den = head.raw_maps(self.teacher(x.to(self.device)), self.student)
+            assert rd_map is not None and den is not None
+            rd_maps.append(rd_map.cpu())
+            den_maps.append(den.cpu())
+        return torch.cat(rd_maps), torch.cat(den_maps)
 
     @torch.inference_mode()
     def _score(self, images: ImageSet) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -177,7 +257,7 @@ class ReverseDistillation(PretrainedTeacher, Detector):
             t0 = time.perf_counter()
             t = self.teacher(x)
             self.score_teacher_seconds += time.perf_counter() - t0
-            amap = anomaly_map(t, self.student(t), size, float(p["sigma"])).cpu()
+            amap = self._map(t).cpu()
             scores.extend(self._pool(amap).tolist())
             for m, hw in zip(amap.numpy(), shapes, strict=True):
                 maps.append(resize_map(m, hw))
@@ -199,7 +279,7 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         bs = 256
         for start in range(0, feats[0].shape[0], bs):
             t = [f[start:start + bs].to(self.device) for f in feats]
-            amap = anomaly_map(t, self.student(t), size, float(p["sigma"])).cpu()
+            amap = self._map(t).cpu()
             scores.extend(self._pool(amap).tolist())
             for j, m in enumerate(amap.numpy()):
                 maps.append(resize_map(m, images.image_shape(start + j)))
@@ -210,16 +290,24 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         flat = amap.flatten(1)
         return flat.max(1).values if self.params["image_score"] == "max" else flat.mean(1)
 
+    def export_onnx(self, path: Any, overwrite: bool = False, check: bool = True) -> Any:
+        if self._surface_on:
+            from distilad.errors import ExportError
+
+            # the graph itself traces (scores within 1e-6 relative in a trial), but its z-scored
+            # maps reach magnitudes where export's absolute map check (1e-3) fails on float32
+            raise ExportError("rd: a model with map_normalization or patch_density cannot be "
+                              "exported to ONNX yet; use the .distilad model file with distilad")
+        return super().export_onnx(path, overwrite=overwrite, check=check)
+
     def _scoring_net(self) -> RDScoringNet:
         p = self.params
         return RDScoringNet(self.teacher, self.student, int(p["image_size"]), float(p["sigma"]),
-                            p["image_score"])
+                            p["image_score"], self._surface_head() if self._surface_on else None)
 
     def map_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) preprocessed images -> (B, S, S) anomaly maps (no resizing back)."""
-        t = self.teacher(x)
-        s = self.student(t)
-        return anomaly_map(t, s, x.shape[-1], float(self.params["sigma"]))
+        return self._map(self.teacher(x))
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:

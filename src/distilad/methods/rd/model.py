@@ -168,20 +168,25 @@ def _reflect_index(n: int, r: int, device: torch.device) -> torch.Tensor:
 
 class RDScoringNet(ScoringNet):
     """RD's scoring path in one module (for ONNX export): teacher -> student -> :func:`anomaly_map`
-    -> image score (max or mean of the map), as ``ReverseDistillation._score`` computes them.
+    -> image score (max or mean of the map), as ``ReverseDistillation._score`` computes them;
+    with ``surface`` (a :class:`distilad.methods.rd.surface.SurfaceHead`) the map is that head's.
     Input (N, 3, S, S) in [0, 1]; returns (scores (N,), maps (N, S, S))."""
 
     def __init__(self, teacher: nn.Module, student: Student, image_size: int, sigma: float,
-                 image_score: str):
+                 image_score: str, surface: nn.Module | None = None):
         super().__init__(image_size, channels=3, has_maps=True)
         self.teacher = teacher
         self.student = student
         self.sigma = float(sigma)
         self.image_score = image_score
+        self.surface = surface
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.teacher(x)
-        amap = anomaly_map(t, self.student(t), self.image_size, self.sigma)
+        if self.surface is None:
+            amap = anomaly_map(t, self.student(t), self.image_size, self.sigma)
+        else:
+            amap = self.surface(t, self.student)
         flat = amap.flatten(1)
         scores = flat.amax(1) if self.image_score == "max" else flat.mean(1)
         return scores, amap
