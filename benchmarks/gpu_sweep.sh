@@ -73,6 +73,13 @@ pkdgan_adaptivemix() {  # $1 dataset: two-step P-KDGAN with AdaptiveMix in every
       --set student_width="$sw" --set student_nz="$sz" --set validation_curve=true \
       --set adaptivemix=true
 }
+validated_length() {  # $1 dataset: EDE-GAN at the epoch its validation curve peaked (e15 sweep)
+  local e
+  case $1 in mnist) e=4;; fashion-mnist) e=2;; cifar10) e=3;; esac
+  [ "${SMOKE:-0}" = 1 ] && e=1
+  bench --method edegan --dataset "$1" --classes $CLASSES --seeds 0,1,2 --name e$e-dcgan \
+      --set epochs=$e
+}
 batch_study() {  # $1 dataset: batch 1 / 16 / 64 at BS_E epochs, classes 0-1, 3 seeds
   for bs in 64 16 1; do
     bench --method edegan --dataset "$1" --classes 0,1 --seeds 0,1,2 --name bs$bs-e$BS_E \
@@ -89,6 +96,7 @@ gan_lane() {  # $@ datasets
   done
   for ds in "$@"; do pkdgan_adaptivemix "$ds" || return; done
   for ds in "$@"; do batch_study "$ds" || return; done
+  for ds in "$@"; do validated_length "$ds" || return; done
 }
 tf_lane() {  # $1 dataset: unimodal 3 seeds, multimodal 1 seed, paper size (384 px) on class 0
   for seed in 0 1 2; do
