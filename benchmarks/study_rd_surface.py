@@ -40,7 +40,7 @@ from distilad.data.transforms import resize_map
 from distilad.data.validation import synthetic_defects, validation_set
 from distilad.detector import ScoreResult, holdout_split
 from distilad.evaluate import compute_metrics
-from distilad.methods.rd.surface import combine
+from distilad.methods.rd.surface import combine, leave_one_out
 
 #: name -> the scoring arguments of the variant (all others: RD's defaults)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -55,16 +55,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
 SCORING_KEYS = ("map_normalization", "patch_density", "rd_weight", "density_weight")
 
 
-def variant_maps(det: Any, rd: torch.Tensor, den: torch.Tensor, v: dict[str, Any]
-                 ) -> torch.Tensor:
-    """(N, S, S) maps of variant ``v`` from the raw maps, in chunks."""
+def variant_maps(det: Any, rd: torch.Tensor, den: torch.Tensor, v: dict[str, Any],
+                 holdout: bool = False) -> torch.Tensor:
+    """(N, S, S) maps of variant ``v`` from the raw maps, in chunks; ``holdout``: the maps are
+    the held-out normals', standardised per pixel with leave-one-out statistics as ``fit``
+    calibrates them."""
     density = v["patch_density"] == "gaussian"
     per_pixel = v["map_normalization"] == "holdout"
+    loo = ({"rd": leave_one_out(rd), "density": leave_one_out(den)} if holdout and per_pixel
+           else None)
     out = []
     for a in range(0, rd.shape[0], 64):
+        part = (None if loo is None else
+                {k: (m[a:a + 64], s[a:a + 64]) for k, (m, s) in loo.items()})
         out.append(combine(det.surface, rd[a:a + 64], den[a:a + 64] if density else None,
                            per_pixel, float(v.get("rd_weight", 1.0)),
-                           float(v.get("density_weight", 1.0))))
+                           float(v.get("density_weight", 1.0)), part))
     return torch.cat(out)
 
 
@@ -134,7 +140,7 @@ def main() -> None:
 
     variants: dict[str, Any] = {}
     for name, v in VARIANTS.items():
-        maps = {k: variant_maps(det, *raw[k], v) for k in raw}
+        maps = {k: variant_maps(det, *raw[k], v, holdout=k == "holdout") for k in raw}
         scores = {k: m.flatten(1).max(1).values.double().numpy() for k, m in maps.items()}
         cal = Calibration.from_holdout(scores["holdout"], None, det.params["target_fpr"])
         val_maps = torch.cat([maps["holdout"], maps["anomalies"]])

@@ -10,8 +10,9 @@ import torch
 
 import distilad
 from distilad.data import mvtec_train
+from distilad.detector import holdout_split
 from distilad.errors import DistiladError, ExportError
-from distilad.methods.rd.surface import STD_FLOOR, SurfaceStats, combine, patch_features
+from distilad.methods.rd.surface import STD_FLOOR, SurfaceStats, combine, leave_one_out, patch_features
 
 FIT = dict(image_size=64, epochs=2, batch_size=4, progress=False, device="cpu", seed=0,
            holdout_fraction=0.3, score_batch_size=8)
@@ -58,6 +59,18 @@ def test_map_normalisation_math_on_a_toy_case() -> None:
     assert int(z.flatten().argmax()) == 2 * 4 + 2
     # per_pixel=False without density: RD's map untouched
     assert torch.equal(combine(stats, new, None, False, 1.0, 1.0), new)
+
+
+def test_leave_one_out_statistics_match_a_refit_without_the_image() -> None:
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 5, 5, generator=g)
+    mean, std = leave_one_out(maps)
+    for i in range(6):
+        rest = torch.cat([maps[:i], maps[i + 1:]])
+        assert torch.allclose(mean[i], rest.mean(0), atol=1e-6)
+        want = rest.std(0, unbiased=False).clamp_min(
+            STD_FLOOR * float(maps.std(0, unbiased=False).mean()))
+        assert torch.allclose(std[i], want, atol=1e-6)
 
 
 def test_density_map_finite_and_higher_on_an_outlier_patch() -> None:
@@ -108,6 +121,20 @@ def test_defaults_unchanged_and_the_same_student(fitted) -> None:
     assert info["n_holdout_maps"] == surf.fit_info["n_holdout"]
     mean, std = surf.surface.rd_pixel
     assert torch.isfinite(mean).all() and bool((std > 0).all())
+    assert getattr(surf, "_holdout_scored", None) is None  # used once at fit, then dropped
+
+
+def test_holdout_calibrated_with_leave_one_out_statistics(fitted) -> None:
+    """The threshold (4 held-out normals, target 1 %: their highest score) is the largest
+    leave-one-out z-score, above the largest in-sample one."""
+    train, _, surf = fitted
+    _, hold_idx = holdout_split(len(train), FIT["holdout_fraction"], FIT["seed"])
+    rd, den = surf.raw_maps(train.subset(hold_idx))
+    loo = {"rd": leave_one_out(rd), "density": leave_one_out(den)}
+    z_loo = combine(surf.surface, rd, den, True, 1.0, 1.0, loo).flatten(1).max(1).values
+    z_in = combine(surf.surface, rd, den, True, 1.0, 1.0).flatten(1).max(1).values
+    assert surf.calibration.threshold == pytest.approx(float(z_loo.max()), rel=1e-5)
+    assert float(z_loo.max()) > float(z_in.max())
 
 
 def test_save_load_keeps_the_statistics(fitted, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from distilad.data.transforms import iter_batches, resize_map
 from distilad.detector import Detector, PretrainedTeacher, register
 from distilad.errors import DataError, DistiladError
 from distilad.methods.rd.model import RDScoringNet, Student, anomaly_map, rd_loss
-from distilad.methods.rd.surface import SurfaceHead, SurfaceStats
+from distilad.methods.rd.surface import SurfaceHead, SurfaceStats, combine, leave_one_out
 from distilad.modules import adaptivemix
 from distilad.modules.batchnorm import recompute_batchnorm
 from distilad.modules.schedule import LR_SCHEDULES, make_lr_schedule
@@ -212,6 +212,7 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         """The surface statistics: the patch Gaussian over the training normals' teacher
         features (all of them, under any option: cheap beside training), then per-pixel and
         global mean / std of the held-out normals' RD and density maps."""
+        p = self.params
         t0 = time.perf_counter()
         n = feats[0].shape[0]
         n_patches = self.surface.fit_gaussian([f[a:b].to(self.device) for f in feats]
@@ -219,6 +220,17 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         rd_maps, den_maps = self.raw_maps(holdout)
         self.surface.fit_maps("rd", rd_maps)
         self.surface.fit_maps("density", den_maps)
+        if p["map_normalization"] == "holdout" and len(holdout) > 2:
+            # the held-out normals calibrate (and validate) with leave-one-out statistics: their
+            # own maps are in the fitted ones, which would make their z-scores optimistic
+            head = self._surface_head()
+            loo = {"rd": leave_one_out(rd_maps), "density": leave_one_out(den_maps)}
+            amap = combine(self.surface, rd_maps if head.uses_rd else None,
+                           den_maps if head.density else None, True, head.rd_weight,
+                           head.density_weight, loo)
+            self._holdout_scored = (holdout, self._pool(amap).numpy(),
+                                    [resize_map(m, holdout.image_shape(i))
+                                     for i, m in enumerate(amap.numpy())])
         return {"n_patches": n_patches, "n_holdout_maps": len(holdout),
                 "seconds": round(time.perf_counter() - t0, 3)}
 
@@ -242,6 +254,10 @@ class ReverseDistillation(PretrainedTeacher, Detector):
 
     @torch.inference_mode()
     def _score(self, images: ImageSet) -> tuple[np.ndarray, list[np.ndarray]]:
+        scored = getattr(self, "_holdout_scored", None)
+        if scored is not None and scored[0] is images:  # fit's calibration of the held-out set
+            self._holdout_scored = None
+            return scored[1], scored[2]
         p = self.params
         size = int(p["image_size"])
         self.student.eval()

@@ -115,11 +115,30 @@ class SurfaceStats(nn.Module):
         glob = torch.stack([m.mean(), m.std(unbiased=False).clamp_min(1e-12)])
         getattr(self, f"{name}_global").copy_(glob.to(torch.float32))
 
-    def standardise(self, name: str, m: torch.Tensor, per_pixel: bool) -> torch.Tensor:
+    def standardise(self, name: str, m: torch.Tensor, per_pixel: bool,
+                    pixel_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, S, S) map of ``name`` as a z-score on the held-out normals: per pixel or with one
-        mean and std."""
+        mean and std; ``pixel_stats`` (mean, std), each (B, S, S), replace the fitted per-pixel
+        ones (the leave-one-out statistics of :func:`leave_one_out`)."""
+        if per_pixel and pixel_stats is not None:
+            return (m - pixel_stats[0]) / pixel_stats[1]
         stats = getattr(self, f"{name}_pixel" if per_pixel else f"{name}_global")
         return (m - stats[0]) / stats[1]
+
+
+def leave_one_out(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel mean and std of the held-out maps (N, S, S) *without* each image in turn: two
+    (N, S, S) tensors, the std floored as in :meth:`SurfaceStats.fit_maps`. Scoring held-out
+    image i against them makes its z-score out-of-sample, as a new normal's is: the threshold
+    calibrated on the held-out normals (and the validation, whose normals they are) is then
+    not optimistic."""
+    m = maps.to(torch.float64)
+    n = m.shape[0]
+    total, sq = m.sum(0), (m * m).sum(0)
+    mean = (total - m) / (n - 1)
+    var = ((sq - m * m) / (n - 1) - mean * mean).clamp_min(0)
+    floor = STD_FLOOR * float(m.std(0, unbiased=False).mean()) + 1e-12  # as fit_maps's
+    return mean.to(torch.float32), var.sqrt().clamp_min(floor).to(torch.float32)
 
 
 class SurfaceHead(nn.Module):
@@ -155,15 +174,18 @@ class SurfaceHead(nn.Module):
 
 
 def combine(stats: SurfaceStats, rd_map: torch.Tensor | None, density: torch.Tensor | None,
-            per_pixel: bool, rd_weight: float, density_weight: float) -> torch.Tensor:
+            per_pixel: bool, rd_weight: float, density_weight: float,
+            loo: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
     """The scored map from RD's map and the density map (either may be None when not used):
     RD's map alone is returned raw (``per_pixel=False``) or standardised per pixel; with a
     density map, ``rd_weight * z_rd + density_weight * z_density`` (z on the held-out normals,
-    per pixel or global as ``per_pixel``). Returns (B, S, S)."""
+    per pixel or global as ``per_pixel``). ``loo``: per-image per-pixel statistics by map name
+    (held-out images, :func:`leave_one_out`). Returns (B, S, S)."""
+    loo = loo or {}
     if density is None:
         assert rd_map is not None
-        return stats.standardise("rd", rd_map, True) if per_pixel else rd_map
-    out = density_weight * stats.standardise("density", density, per_pixel)
+        return stats.standardise("rd", rd_map, True, loo.get("rd")) if per_pixel else rd_map
+    out = density_weight * stats.standardise("density", density, per_pixel, loo.get("density"))
     if rd_map is not None and rd_weight != 0:
-        out = out + rd_weight * stats.standardise("rd", rd_map, per_pixel)
+        out = out + rd_weight * stats.standardise("rd", rd_map, per_pixel, loo.get("rd"))
     return out
