@@ -368,3 +368,20 @@ def test_precise_bn_with_a_last_batch_of_one() -> None:
     bn = det.student.bottleneck.stage[0].bn3
     assert int(bn.num_batches_tracked) == 2  # the recompute saw two batches: 4 and 5 images
     assert np.isfinite(det.score(imgs).image_scores).all()
+
+
+@pytest.mark.parametrize("size,shapes", [(256, ((24, 64), (40, 32), (112, 16))),
+                                         (96, ((8, 24), (8, 12), (8, 6)))])
+def test_anomaly_map_equals_upsample_sum_blur(size: int, shapes) -> None:
+    """The matrix form of the map (per-axis operators) gives what bilinear upsampling, the sum
+    over scales and the reflect-padded Gaussian blur give, step by step."""
+    torch.manual_seed(0)
+    t = [torch.randn(2, c, s, s) for c, s in shapes]
+    s_ = [x + 0.3 * torch.randn_like(x) for x in t]
+    total = sum(torch.nn.functional.interpolate(
+        (1 - torch.nn.functional.cosine_similarity(a, b, dim=1))[:, None], size=(size, size),
+        mode="bilinear", align_corners=True) for a, b in zip(t, s_, strict=True))
+    want = gaussian_blur(total, 4.0)[:, 0]
+    got = anomaly_map(t, s_, size, 4.0)
+    assert got.shape == (2, size, size)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -130,16 +130,57 @@ def rd_loss(teacher: list[torch.Tensor], student: list[torch.Tensor]) -> torch.T
 
 def anomaly_map(teacher: list[torch.Tensor], student: list[torch.Tensor], size: int,
                 sigma: float = 4.0) -> torch.Tensor:
-    """Per-pixel 1 - cosine at each scale, bilinearly upsampled to ``size`` and summed, then a
-    Gaussian blur (sigma in pixels of the ``size`` grid). Returns (B, size, size)."""
+    """Per-pixel 1 - cosine at each scale, bilinearly upsampled to ``size`` (align_corners) and
+    summed, then a Gaussian blur (sigma in pixels of the ``size`` grid; :func:`gaussian_blur`).
+    Returns (B, size, size).
+
+    Upsampling and the blur are linear and act on rows and columns apart, so each scale's whole
+    path is two matrix products: ``P_h @ m @ P_w^T`` with ``P = blur @ upsample`` of shape
+    (size, h) (:func:`map_operator`). Same result as interpolate + sum + blur to float rounding
+    (tested), in a tenth of the time at batch 1 on a CPU: 4 small matrix products per scale
+    instead of a 256 x 256 interpolation per scale and two 33-tap convolutions."""
     total = None
     for t, s in zip(teacher, student, strict=True):
-        m = 1 - nn.functional.cosine_similarity(t, s, dim=1)  # (B, h, w)
-        m = nn.functional.interpolate(m[:, None], size=(size, size), mode="bilinear",
-                                      align_corners=True)
+        m = 1 - channel_cosine(t, s)  # (B, h, w)
+        p_h = map_operator(m.shape[-2], size, sigma, m.dtype, m.device)
+        p_w = p_h if m.shape[-1] == m.shape[-2] else map_operator(m.shape[-1], size, sigma,
+                                                                  m.dtype, m.device)
+        m = p_h @ m @ p_w.T
         total = m if total is None else total + m
     assert total is not None
-    return gaussian_blur(total, sigma)[:, 0]
+    return total
+
+
+def channel_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine similarity of (B, C, h, w) feature maps along C, (B, h, w): ``a.b / max(|a| |b|,
+    eps)``, as ``F.cosine_similarity`` computes it (to float rounding), written out because
+    that function took ~10x longer on CPU for such maps (it normalises in several passes)."""
+    dot = (a * b).sum(1)
+    norms = ((a * a).sum(1) * (b * b).sum(1)).clamp_min(eps * eps).sqrt()
+    return dot / norms
+
+
+_OPERATORS: dict[tuple, torch.Tensor] = {}
+
+
+def map_operator(n: int, size: int, sigma: float, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """The linear map of one axis of length ``n`` to the blurred, upsampled axis of length
+    ``size``: ``blur (size, size) @ upsample (size, n)``, as (size, n). Upsampling is bilinear
+    with align_corners=True (``F.interpolate``'s weights); the blur is :func:`gaussian_blur`'s
+    (reflect padding). Built in float64 once per (n, size, sigma, dtype, device) and cached."""
+    key = (n, size, float(sigma), dtype, str(device))
+    op = _OPERATORS.get(key)
+    if op is None:
+        eye = torch.eye(n, dtype=torch.float64)[:, None]  # (n, 1, n): each column's response
+        up = nn.functional.interpolate(eye, size=size, mode="linear", align_corners=True)
+        up = up[:, 0].T  # (size, n)
+        blurred = gaussian_blur(up.T[:, None, None, :], sigma)[:, 0, 0].T  # blur along size
+        op = blurred.to(dtype=dtype, device=device).contiguous()
+        if len(_OPERATORS) > 64:
+            _OPERATORS.clear()
+        _OPERATORS[key] = op
+    return op
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
