@@ -9,14 +9,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
-    v = [x for x in values if x is not None and not math.isnan(x)]
-    if not v:
-        return "-"
-    if len(v) == 1:
-        return f"{scale * v[0]:.{digits}f}"
-    return f"{scale * np.mean(v):.{digits}f} ± {scale * np.std(v, ddof=1):.{digits}f}"
+from distilad.bench.record import mean_std_text
 
 
 def _signed(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -85,7 +78,7 @@ def ood_adaptivemix_section(recs: list[dict[str, Any]]) -> list[str]:
             off = [_rows(r).get(row, math.nan) for r in arms["off"].values()]
             on = [_rows(r).get(row, math.nan) for r in arms["on"].values()]
             diff = [_rows(arms["on"][s])[row] - _rows(arms["off"][s])[row] for s in paired]
-            lines.append(f"| {row} | {_mean_std(off, scale)} | {_mean_std(on, scale)} | "
+            lines.append(f"| {row} | {mean_std_text(off, scale)} | {mean_std_text(on, scale)} | "
                          f"{_signed(diff, scale)} |")
         lines.append("")
     return lines

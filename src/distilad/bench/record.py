@@ -189,3 +189,14 @@ def _default(o: Any) -> Any:
     if isinstance(o, (Path, tuple)):
         return str(o) if isinstance(o, Path) else list(o)
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def mean_std_text(values: list[float | None], scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± std`` (sample std) of the finite ``values`` x ``scale`` for a markdown table;
+    one value alone without ``±``; ``-`` when none is finite."""
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return f"{scale * v[0]:.{digits}f}"
+    return f"{scale * np.mean(v):.{digits}f} ± {scale * np.std(v, ddof=1):.{digits}f}"

@@ -17,7 +17,7 @@ from distilad.bench.choices import choices_section
 from distilad.bench.curves import curves_section
 from distilad.bench.ood_results import ood_adaptivemix_section
 from distilad.bench.paper_values import paper_value
-from distilad.bench.record import read_json, record_metric
+from distilad.bench.record import mean_std_text, read_json, record_metric
 from distilad.bench.surface_results import surface_study_section
 
 METRICS = [("image_auroc", "image AUROC"), ("image_auroc_max_pool", "AUROC max-pool"),
@@ -33,15 +33,6 @@ ELPV_METRICS = [("image_auroc", "image AUROC"), ("image_ap", "AP"), ("image_f1_m
                 ("tpr_at_threshold", "TPR at calibrated FPR"),
                 ("fpr_at_threshold", "test FPR at threshold"),
                 ("image_auroc_uncertain", "AUROC uncertain vs normal")]
-
-
-def _fmt(values: list[float]) -> str:
-    v = [x for x in values if x is not None and not math.isnan(x)]
-    if not v:
-        return "-"
-    if len(v) == 1:
-        return f"{100 * v[0]:.2f}"
-    return f"{100 * np.mean(v):.2f} ± {100 * np.std(v, ddof=1):.2f}"
 
 
 def _paper(method: str, dataset: str, protocol: str, cls: str, metric: str) -> str:
@@ -166,15 +157,15 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
         cells = [cls, str(len(rs))]
         for k, _ in present:
             if mean_row:
-                cells += [_fmt(_seed_means(recs, seeds, len(by_class), _test_metric(k))),
+                cells += [mean_std_text(_seed_means(recs, seeds, len(by_class), _test_metric(k))),
                           _paper(method, dataset, protocol, "mean", k) if full else ""]
             else:
-                cells += [_fmt([_test_metric(k)(r) for r in rs]),
+                cells += [mean_std_text([_test_metric(k)(r) for r in rs]),
                           _paper(method, dataset, protocol, cls, k)]
             if elpv:  # no paper values: no paper column
                 cells.pop()
         for k, _ in val_present:
-            cells.append(_fmt(_seed_means(recs, seeds, len(by_class), _val_metric(k)) if mean_row
+            cells.append(mean_std_text(_seed_means(recs, seeds, len(by_class), _val_metric(k)) if mean_row
                               else [_val_metric(k)(r) for r in rs]))
         if show_flops:
             cells.append("" if mean_row else
@@ -284,8 +275,8 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
                              "train s / run")
             for v in sorted(by_value, key=lambda b: int(b)):
                 rs = by_value[v]
-                lat = _fmt(_per_seed_means(rs, pairs, "image_auroc"))
-                rec = _fmt(_per_seed_means(rs, pairs, "image_auroc_reconstruction"))
+                lat = mean_std_text(_per_seed_means(rs, pairs, "image_auroc"))
+                rec = mean_std_text(_per_seed_means(rs, pairs, "image_auroc_reconstruction"))
                 secs = np.mean([r["train_seconds"] for r in rs])
                 lines.append(f"| {v} | {lat} | {rec} | {secs:.0f} |")
         else:
@@ -299,9 +290,9 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
                 got[v] = _per_seed_means(rs, pairs, "image_auroc")
                 ratio = rs[0].get("fit_info", {}).get("flops_ratio", math.nan)
                 secs = np.mean([r["train_seconds"] for r in rs])
-                lines.append(f"| {names[v]} | {_fmt(got[v])} | {ratio:.1f}:1 | {secs:.0f} |")
+                lines.append(f"| {names[v]} | {mean_std_text(got[v])} | {ratio:.1f}:1 | {secs:.0f} |")
             if "fixed" in by_value:  # the fixed schedule never changes its pretrained teacher
-                t = _fmt(_per_seed_means(by_value["fixed"], pairs, "image_auroc_teacher_latent"))
+                t = mean_std_text(_per_seed_means(by_value["fixed"], pairs, "image_auroc_teacher_latent"))
                 lines.append(f"| teacher (pretrained EDE-GAN) | {t} | 1:1 | |")
             lines += ["", "Train s: the first distilling schedule of a class and seed (`fixed`) "
                           "includes training the pretrained teacher, which the others load from "

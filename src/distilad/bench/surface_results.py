@@ -8,7 +8,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-import numpy as np
+from distilad.bench.record import mean_std_text
 
 #: (where, metric key, column title); validation first: the choice reads those alone
 COLUMNS = [("validation", "image_auroc", "val. image AUROC"),
@@ -19,15 +19,6 @@ COLUMNS = [("validation", "image_auroc", "val. image AUROC"),
            ("test", "tpr_at_threshold", "test TPR at thr."),
            ("test", "fpr_at_threshold", "test FPR at thr."),
            ("test", "pixel_auroc", "test pixel AUROC")]
-
-
-def _mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
-    v = [x for x in values if x is not None and not math.isnan(x)]
-    if not v:
-        return "-"
-    if len(v) == 1:
-        return f"{scale * v[0]:.{digits}f}"
-    return f"{scale * np.mean(v):.{digits}f} ± {scale * np.std(v, ddof=1):.{digits}f}"
 
 
 def surface_study_section(recs: list[dict[str, Any]]) -> list[str]:
@@ -54,9 +45,9 @@ def surface_study_section(recs: list[dict[str, Any]]) -> list[str]:
                   "| variant | " + " | ".join(c[2] for c in COLUMNS) + " | time vs default |",
                   "|" + "---|" * (len(COLUMNS) + 2)]
         for name in g0["variants"]:
-            cells = [_mean_std([r["variants"][name][where].get(key, math.nan) for r in group])
+            cells = [mean_std_text([r["variants"][name][where].get(key, math.nan) for r in group])
                      for where, key, _ in COLUMNS]
-            ratio = _mean_std([r["variants"][name].get("inference_time_vs_default", math.nan)
+            ratio = mean_std_text([r["variants"][name].get("inference_time_vs_default", math.nan)
                                for r in group], scale=1.0)
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio}x |")
         lines.append("")

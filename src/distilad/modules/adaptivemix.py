@@ -230,6 +230,16 @@ class EpochMeans:
             out.append(sum(v * n for v, n in chunk) / max(sum(n for _, n in chunk), 1))
         return out
 
+    def split(self, history: list[float], mixer: AdaptiveMix, normalise: bool, digits: int
+              ) -> tuple[list[float], dict[str, Any]]:
+        """``history`` (per-epoch mean of the method's loss + weight x term) split into the
+        method's own loss per epoch and the ``fit_info["adaptivemix"]`` record (the unweighted
+        term per epoch, rounded to ``digits``, and the embedding used)."""
+        terms = self.history()
+        own = [h - mixer.weight * a for h, a in zip(history, terms, strict=True)]
+        return own, {**mixer.info(), "embedding": STUDENT_EMBEDDING[normalise],
+                     "loss_history": [round(v, digits) for v in terms]}
+
 
 #: The arguments a method declares to switch AdaptiveMix on (see methods/README-adaptivemix.md)
 PARAM_DEFAULTS: dict[str, Any] = {"adaptivemix": False, "adaptivemix_weight": DEFAULT_WEIGHT}

@@ -20,6 +20,7 @@ AdaptiveMix (``distilad.modules.adaptivemix``; off unless an ``AdaptiveMix`` is 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 
 from distilad.data import ImageSet
 from distilad.data.transforms import stack_images
+from distilad.metrics import auroc
 from distilad.modules.adaptivemix import AdaptiveMix
 
 #: DCGAN's weight rule (Radford et al. 2016; GANomaly's ``weights_init``)
@@ -270,10 +272,6 @@ class ValidationCurve:
             return None
 
         def after_epoch(epoch: int) -> None:
-            import time
-
-            from distilad.metrics import auroc
-
             t0 = time.perf_counter()
             was_training = generator.training
             scores = score_images(generator, self.images, self.size, self.channels,

@@ -191,11 +191,8 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         info: dict[str, Any] = {}
         if mixer is not None:
             # loss_history stays RD's own loss; the term (unweighted) per epoch beside it
-            term_history = terms.history()
-            history = [h - mixer.weight * a for h, a in zip(history, term_history, strict=True)]
-            info["adaptivemix"] = {**mixer.info(),
-                                   "embedding": adaptivemix.STUDENT_EMBEDDING[True],
-                                   "loss_history": [round(v, 6) for v in term_history]}
+            history, info["adaptivemix"] = terms.split(history, mixer, normalise=True,
+                                                       digits=6)
         if p["precise_bn"]:
             recompute_batchnorm(self.student, ([f[a:b].to(self.device) for f in feats]
                                                for a, b in batch_bounds(n, bs)))

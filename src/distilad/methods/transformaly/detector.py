@@ -217,11 +217,8 @@ class Transformaly(PretrainedTeacher, Detector):
         info: dict[str, Any] = {}
         if mixer is not None:
             # loss_history stays the distillation loss; the term (unweighted) per epoch beside it
-            term_history = terms.history()
-            history = [h - mixer.weight * a for h, a in zip(history, term_history, strict=True)]
-            info["adaptivemix"] = {**mixer.info(),
-                                   "embedding": adaptivemix.STUDENT_EMBEDDING[False],
-                                   "loss_history": [round(v, 7) for v in term_history]}
+            history, info["adaptivemix"] = terms.split(history, mixer, normalise=False,
+                                                       digits=7)
         ordered = [torch.arange(a, min(a + bs, n)) for a in range(0, n, bs)]
         if p["precise_bn"]:
             recompute_batchnorm(self.student, (self._boundaries(train, parts, i, keep)
