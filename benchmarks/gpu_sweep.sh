@@ -17,6 +17,8 @@
 # every two-step record says whether its teacher came from the cache (fit_info.teacher_from_cache).
 # Settings: methods' defaults (15 epochs for EDE-GAN, teacher 15 / step 1 10 / step 2 5 for
 # P-KDGAN; Transformaly's CPU-chosen defaults) with validation_curve on for the GANs.
+# AM_FIRST=N: the first N GAN workers start with the EDE-GAN AdaptiveMix ablation (issue 12)
+# instead of P-KDGAN, so one short call yields both.
 # SMOKE=1 shrinks every run (1 epoch, class 0) to test the script itself on a CPU.
 set -uo pipefail
 PART=${1:?part: gans or transformaly[:DATASET]}
@@ -86,6 +88,10 @@ batch_study() {  # $1 dataset: batch 1 / 16 / 64 at BS_E epochs, classes 0-1, 3 
         --set epochs=$BS_E --set batch_size=$bs || return
   done
 }
+am_lane() {  # $@ datasets: the EDE-GAN AdaptiveMix ablation first, then the main lane
+  for ds in "$@"; do adaptivemix "$ds" || return; done
+  gan_lane "$@"
+}
 gan_lane() {  # $@ datasets
   for ds in "$@"; do edegan "$ds" 0,1,2 || return; done
   for seed in 0 1 2; do
@@ -125,7 +131,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
     > "$LOGS/gpu.txt" || true
 pids=()
 for w in $(seq 1 "$GAN_WORKERS"); do
-  (gan_lane $GAN_SETS) > "$LOGS/gan_$w.log" 2>&1 & pids+=($!)
+  lane=gan_lane; [ "$w" -le "${AM_FIRST:-0}" ] && lane=am_lane
+  ($lane $GAN_SETS) > "$LOGS/gan_$w.log" 2>&1 & pids+=($!)
   sleep 1  # staggered, so the workers claim different runs from the start
 done
 for w in $(seq 1 "$TF_WORKERS"); do
