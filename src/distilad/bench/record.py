@@ -116,6 +116,21 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def median_seconds_paired(fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int
+                          ) -> tuple[float, float]:
+    """Median wall times (s) of ``fn_a()`` and ``fn_b()`` over ``repeats`` alternating calls
+    each, after one warm-up of both: a ratio of the two is not skewed by when each ran."""
+    fn_a()
+    fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
