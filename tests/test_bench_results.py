@@ -94,3 +94,61 @@ def test_learning_curve_section_means_and_best_epoch() -> None:
     assert "| edegan · latent · class 0 (2) | 60.0 | **80.0** | 80.0 | 2 |" in text
     assert "class 1" not in text
     assert curves_section([{"method": "rd", "fit_info": {}}]) == []
+
+
+def _gan_run(cls: str, seed: int, test: float, on: bool, resets: Any = 0,
+             method: str = "edegan", epochs: int = 15) -> dict[str, Any]:
+    """A synthetic run record: AdaptiveMix on (config e15-adaptivemix) or off (e15)."""
+    params = {"epochs": epochs, "batch_size": 64, "seed": seed, "device": "auto",
+              **({"adaptivemix": True, "adaptivemix_weight": 1.0} if on else {})}
+    return {"method": method, "dataset": "mnist", "protocol": "one-class", "category": cls,
+            "seed": seed, "config": "e15-adaptivemix" if on else "e15", "params": params,
+            "metrics": {"image_auroc": test},
+            "validation": {"metrics": {"image_auroc": test if on else test - 0.01}},
+            "fit_info": {"discriminator_resets": resets}, "train_seconds": 14 if on else 10,
+            "device": "cpu"}
+
+
+def test_adaptivemix_ablation_pairs_differences_and_resets() -> None:
+    """Pairs by (class, seed); a run without partner or with other parameters is left out;
+    per seed the mean over classes of on - off, then mean ± std over seeds."""
+    from distilad.bench.adaptivemix_results import adaptivemix_ablation_section
+
+    off = {("0", 0): 0.90, ("1", 0): 0.80, ("0", 1): 0.94, ("1", 1): 0.82}
+    on = {("0", 0): 0.93, ("1", 0): 0.83, ("0", 1): 0.95, ("1", 1): 0.84}
+    runs = [_gan_run(c, s, v, on=False, resets=2 if (c, s) == ("0", 0) else 0)
+            for (c, s), v in off.items()]
+    runs += [_gan_run(c, s, v, on=True, resets={"teacher": 1, "student": 2} if s == 1 and c == "1"
+                      else 0) for (c, s), v in on.items()]
+    runs += [_gan_run("2", 0, 0.10, on=True),  # no partner: excluded
+             _gan_run("4", 0, 0.99, on=True), _gan_run("4", 0, 0.10, on=False, epochs=3),
+             _gan_run("0", 0, 0.5, on=True, method="transformaly")]
+    text = "\n".join(adaptivemix_ablation_section(runs))
+    title = "### AdaptiveMix · EDE-GAN · mnist · one-class · config `e15` vs `e15-adaptivemix`"
+    assert _rows(text, title) == [
+        ["off", "86.50 ± 2.12", "85.50 ± 2.12", "2.12", "2", "10"],
+        ["on", "88.75 ± 1.06", "88.75 ± 1.06", "1.06", "3", "14"],
+        ["paired on - off", "+2.25 ± 1.06", "+3.25 ± 1.06", "-1.06", "+1", "+4"]]
+    assert "Classes 0, 1; seeds 0, 1; 4 pairs" in text
+    assert "partner trained with other parameters: class 4 seed 0 (epochs)" in text
+    assert "points): 0 +2.00, 1 +2.50." in text  # per class, mean over seeds
+    assert "EDE-GAN · mnist: AdaptiveMix helps (test image AUROC +2.25 ± 1.06" in text
+    assert ("without an off partner (not in the tables): EDE-GAN · mnist · one-class · "
+            "`e15-adaptivemix`: 1 run; Transformaly · mnist · one-class" in text)
+    assert adaptivemix_ablation_section([r for r in runs if r["params"].get("adaptivemix")]) == []
+
+
+def test_adaptivemix_verdict_grid_and_reset_count() -> None:
+    from distilad.bench.adaptivemix_results import complete_grid, discriminator_resets, verdict
+
+    assert verdict([0.003, 0.004]) == "no clear effect"  # below 0.5 points
+    assert verdict([0.03, -0.01]) == "no clear effect"  # mean 1 point, std 2.8 points
+    assert verdict([-0.02, -0.01]) == "hurts"
+    assert verdict([0.02]) == "one seed only, no verdict"
+    pairs = {(str(c), 0) for c in range(10)} | {(str(c), s) for c in range(3) for s in (1, 2)}
+    assert complete_grid(pairs) == (["0", "1", "2"], [0, 1, 2])  # most seeds first
+    assert complete_grid({("a", 0), ("b", 1)}) == (["a"], [0])
+    assert discriminator_resets({"fit_info": {"discriminator_resets": {"teacher": 1,
+                                                                       "student": 4}}}) == 5
+    assert discriminator_resets({"fit_info": {"discriminator_resets": 3}}) == 3
+    assert discriminator_resets({"fit_info": {}}) is None

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from distilad.bench.adaptivemix_results import adaptivemix_ablation_section
 from distilad.bench.choices import choices_section
 from distilad.bench.curves import curves_section
 from distilad.bench.ood_results import ood_adaptivemix_section
@@ -529,6 +530,7 @@ def render(records: list[dict[str, Any]]) -> str:
         for key in sorted(k for k in groups if k[0] == method):
             lines += sweep_section(groups[key])
     lines += comparison_sections(runs)
+    lines += adaptivemix_ablation_section(runs)
     lines += choices_section(runs)
     lines += curves_section(runs)
     if val_runs:
