@@ -152,3 +152,20 @@ def test_adaptivemix_verdict_grid_and_reset_count() -> None:
                                                                        "student": 4}}}) == 5
     assert discriminator_resets({"fit_info": {"discriminator_resets": 3}}) == 3
     assert discriminator_resets({"fit_info": {}}) is None
+
+
+def test_speed_rows_take_each_records_larger_batch() -> None:
+    """RD records batch 1 / 16, Transformaly 1 / 64: each row shows its own N and ratios."""
+    def rec(model: str, n: int, whole: tuple[float, float], teacher: tuple[float, float]
+            ) -> dict[str, Any]:
+        return {"kind": "speed", "model": model, "device": "cpu", "torch_threads": 2,
+                "_file": f"{model}.json", "peak_rss_mb": 1000.0,
+                "speed": {"train_images_per_s": 40.0, "infer_ms_b1": whole[0],
+                          f"infer_ms_b{n}": whole[1], "teacher_ms_b1": teacher[0],
+                          f"teacher_ms_b{n}": teacher[1]}}
+
+    text = render([rec("rd", 16, (21.0, 24.0), (14.0, 20.0)),
+                   rec("transformaly", 64, (40.0, 30.0), (20.0, 10.0))])
+    rows = {r[0]: r for r in _rows(text, "## Speed and memory")}
+    assert rows["rd"][4:8] == ["16", "21.0 / 24.0", "14.0 / 20.0", "1.50 / 1.20"]
+    assert rows["transformaly"][4:8] == ["64", "40.0 / 30.0", "20.0 / 10.0", "2.00 / 3.00"]

@@ -313,18 +313,20 @@ def _header(*columns: str) -> list[str]:
 
 
 def speed_section(recs: list[dict[str, Any]]) -> list[str]:
+    """RD (batch 1 and 16) and Transformaly (batch 1 and 64) speed records, one row each."""
     lines = ["## Speed and memory", "",
-             *_header("model", "device", "threads", "train img/s", "infer ms/img (batch 1)",
-                      "infer ms/img (batch 16)", "teacher ms/img (b1 / b16)",
-                      "RD / teacher (b1 / b16)", "peak RSS MB", "file")]
+             *_header("model", "device", "threads", "train img/s", "batch N",
+                      "infer ms/img (batch 1 / N)", "teacher ms/img (batch 1 / N)",
+                      "whole / teacher (batch 1 / N)", "peak RSS MB", "file")]
     for r in recs:
         s = r["speed"]
+        n = max(int(k.removeprefix("infer_ms_b")) for k in s if k.startswith("infer_ms_b"))
+        b1, bn, t1, tn = (s["infer_ms_b1"], s[f"infer_ms_b{n}"], s["teacher_ms_b1"],
+                          s[f"teacher_ms_b{n}"])
         lines.append(
             f"| {r['model']} | {r['device']} | {r['torch_threads']} | "
-            f"{s.get('train_images_per_s', float('nan')):.1f} | {s['infer_ms_b1']:.1f} | "
-            f"{s['infer_ms_b16']:.1f} | {s['teacher_ms_b1']:.1f} / {s['teacher_ms_b16']:.1f} | "
-            f"{s['infer_ms_b1'] / s['teacher_ms_b1']:.2f} / "
-            f"{s['infer_ms_b16'] / s['teacher_ms_b16']:.2f} | {r['peak_rss_mb']:.0f} | "
+            f"{s.get('train_images_per_s', float('nan')):.1f} | {n} | {b1:.1f} / {bn:.1f} | "
+            f"{t1:.1f} / {tn:.1f} | {b1 / t1:.2f} / {bn / tn:.2f} | {r['peak_rss_mb']:.0f} | "
             f"`{r['_file']}` |")
     return lines + [""]
 
