@@ -478,3 +478,10 @@ def test_commit_outside_a_checkout_comes_from_the_environment(tmp_path, monkeypa
     assert code_version(tmp_path) == ("unknown", [])
     monkeypatch.setenv("DISTILAD_COMMIT", "abc123")
     assert code_version(tmp_path) == ("abc123", [])
+
+
+def test_markdown_goes_beside_or_inside_the_results_folder_never_elsewhere() -> None:
+    from distilad.bench.runner import markdown_default
+
+    assert markdown_default(Path("benchmarks/results")) == Path("benchmarks/RESULTS.md")
+    assert markdown_default(Path("out/sweep")) == Path("out/sweep/RESULTS.md")

@@ -327,9 +327,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "~/.cache/distilad/features; 'none' to disable); P-KDGAN's pretrained "
                         "teachers go beside it, in gan-teachers/")
     p.add_argument("--no-markdown", action="store_true", help="do not regenerate RESULTS.md")
-    p.add_argument("--markdown", default="benchmarks/RESULTS.md",
-                   help="RESULTS.md to regenerate from every file in --results "
-                        "(default: %(default)s)")
+    p.add_argument("--markdown", default=None,
+                   help="RESULTS.md to regenerate from every file in --results (default: "
+                        "RESULTS.md beside a results folder named 'results', as "
+                        "benchmarks/RESULTS.md for benchmarks/results, else inside it)")
+
+
+def markdown_default(results: Path) -> Path:
+    """Where ``bench`` regenerates RESULTS.md for ``results``: beside a folder named ``results``
+    (``benchmarks/results`` -> ``benchmarks/RESULTS.md``), else inside the folder."""
+    return results.parent / "RESULTS.md" if results.name == "results" else results / "RESULTS.md"
 
 
 def build_specs(args: argparse.Namespace) -> list[RunSpec]:
@@ -407,6 +414,10 @@ def main_bench(args: argparse.Namespace) -> int:
 
     specs = build_specs(args)
     results = check_folder_target(args.results, "results folder")
+    if args.markdown is None:
+        # never the repository's RESULTS.md for a results folder elsewhere: it would be
+        # regenerated from that folder's runs alone
+        args.markdown = markdown_default(Path(args.results))
     if not args.no_markdown:
         check_file_target(args.markdown, overwrite=True, what="--markdown file",
                           example="RESULTS.md")
