@@ -9,16 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from distilad.bench.record import mean_std_text
-
-
-def _signed(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
-    if not values:
-        return "-"
-    mean = f"{scale * np.mean(values):+.{digits}f}"
-    if len(values) == 1:
-        return mean
-    return f"{mean} ± {scale * np.std(values, ddof=1):.{digits}f}"
+from distilad.bench.record import mean_std_text, signed_mean_std_text
 
 
 def _rows(rec: dict[str, Any]) -> dict[str, float]:
@@ -79,6 +70,6 @@ def ood_adaptivemix_section(recs: list[dict[str, Any]]) -> list[str]:
             on = [_rows(r).get(row, math.nan) for r in arms["on"].values()]
             diff = [_rows(arms["on"][s])[row] - _rows(arms["off"][s])[row] for s in paired]
             lines.append(f"| {row} | {mean_std_text(off, scale)} | {mean_std_text(on, scale)} | "
-                         f"{_signed(diff, scale)} |")
+                         f"{signed_mean_std_text(diff, scale)} |")
         lines.append("")
     return lines

@@ -215,3 +215,13 @@ def mean_std_text(values: list[float | None], scale: float = 100.0, digits: int 
     if len(v) == 1:
         return f"{scale * v[0]:.{digits}f}"
     return f"{scale * np.mean(v):.{digits}f} ± {scale * np.std(v, ddof=1):.{digits}f}"
+
+
+def signed_mean_std_text(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    """:func:`mean_std_text` with the mean's sign always shown (``+0.55 ± 0.35``), for paired
+    differences; ``-`` when no value is finite."""
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return "-"
+    mean = f"{scale * np.mean(v):+.{digits}f}"
+    return mean if len(v) == 1 else f"{mean} ± {scale * np.std(v, ddof=1):.{digits}f}"
