@@ -204,6 +204,13 @@ class Detector:
 
         return measured_batch_size(self, n_images)
 
+    def _fit_batch_size(self, under_auto: int) -> int:
+        """Images per teacher pass over the training images during fit: ``score_batch_size``,
+        or ``under_auto`` for ``"auto"`` (a measured size could differ between runs, and with it
+        the features' last bits; the scoring path it would time is not trained yet)."""
+        value = self.params.get("score_batch_size", under_auto)
+        return under_auto if value == "auto" else int(value)
+
     def _prepare(self, train: ImageSet) -> None:
         """Resolve data-dependent arguments (e.g. ``channels="auto"``) before ``_build``."""
 

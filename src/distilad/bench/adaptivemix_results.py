@@ -12,12 +12,16 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 
-from distilad.bench.record import mean_std_text, record_metric, signed_mean_std_text
+from distilad.bench.record import mean_std_text, record_metric
+
+#: paired differences: the mean's sign always shown
+_signed = partial(mean_std_text, signed=True)
 
 SUFFIX = "-adaptivemix"
 GAN_METHODS = {"edegan", "pkdgan"}
@@ -207,21 +211,21 @@ def _group_lines(group: AblationGroup) -> tuple[list[str], str]:
         if gan:
             cells += [spread_text[arm], _resets_text(ons if arm else offs)]
         lines.append("| " + " | ".join(cells + [f"{secs[arm]:.0f}"]) + " |")
-    cells = ["paired on - off", signed_mean_std_text(test_diff), signed_mean_std_text(val_diff)]
+    cells = ["paired on - off", _signed(test_diff), _signed(val_diff)]
     if pixel:
-        cells.append(signed_mean_std_text(_per_seed(group, classes, seeds, _diff(_test("pixel_auroc", 0),
+        cells.append(_signed(_per_seed(group, classes, seeds, _diff(_test("pixel_auroc", 0),
                                                                     _test("pixel_auroc", 1)))))
     if gan:
         resets = [[discriminator_resets(r) for r in rs] for rs in (offs, ons)]
         known = None not in resets[0] + resets[1]
-        cells += [signed_mean_std_text([spreads[1] - spreads[0]]),
+        cells += [_signed([spreads[1] - spreads[0]]),
                   f"{sum(resets[1]) - sum(resets[0]):+d}" if known else "n/a"]
     lines.append("| " + " | ".join(cells + [f"{secs[1] - secs[0]:+.0f}"]) + " |")
-    per_class = [f"{c} {signed_mean_std_text([float(np.mean([test_gain(grid[(c, s)]) for s in seeds]))])}"
+    per_class = [f"{c} {_signed([float(np.mean([test_gain(grid[(c, s)]) for s in seeds]))])}"
                  for c in classes]
     word = verdict(test_diff)
-    numbers = (f"test image AUROC {signed_mean_std_text(test_diff)} points over {len(test_diff)} seed"
-               f"{'s' if len(test_diff) != 1 else ''}, validation {signed_mean_std_text(val_diff)}")
+    numbers = (f"test image AUROC {_signed(test_diff)} points over {len(test_diff)} seed"
+               f"{'s' if len(test_diff) != 1 else ''}, validation {_signed(val_diff)}")
     claim = {"helps": "AdaptiveMix helps", "hurts": "AdaptiveMix hurts",
              "no clear effect": "AdaptiveMix has no clear effect"}.get(word, word)
     sentence = f"{name} · {group.dataset}: {claim} ({numbers})"

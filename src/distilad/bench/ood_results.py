@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from distilad.bench.record import mean_std_text, signed_mean_std_text
+from distilad.bench.record import mean_std_text
 
 
 def _rows(rec: dict[str, Any]) -> dict[str, float]:
@@ -70,6 +70,6 @@ def ood_adaptivemix_section(recs: list[dict[str, Any]]) -> list[str]:
             on = [_rows(r).get(row, math.nan) for r in arms["on"].values()]
             diff = [_rows(arms["on"][s])[row] - _rows(arms["off"][s])[row] for s in paired]
             lines.append(f"| {row} | {mean_std_text(off, scale)} | {mean_std_text(on, scale)} | "
-                         f"{signed_mean_std_text(diff, scale)} |")
+                         f"{mean_std_text(diff, scale, signed=True)} |")
         lines.append("")
     return lines

@@ -206,22 +206,13 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
-def mean_std_text(values: list[float | None], scale: float = 100.0, digits: int = 2) -> str:
+def mean_std_text(values: list[float | None], scale: float = 100.0, digits: int = 2,
+                  signed: bool = False) -> str:
     """``mean ± std`` (sample std) of the finite ``values`` x ``scale`` for a markdown table;
-    one value alone without ``±``; ``-`` when none is finite."""
+    one value alone without ``±``; ``-`` when none is finite. ``signed``: the mean's sign always
+    shown (``+0.55 ± 0.35``), for paired differences."""
     v = [x for x in values if x is not None and not math.isnan(x)]
     if not v:
         return "-"
-    if len(v) == 1:
-        return f"{scale * v[0]:.{digits}f}"
-    return f"{scale * np.mean(v):.{digits}f} ± {scale * np.std(v, ddof=1):.{digits}f}"
-
-
-def signed_mean_std_text(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
-    """:func:`mean_std_text` with the mean's sign always shown (``+0.55 ± 0.35``), for paired
-    differences; ``-`` when no value is finite."""
-    v = [x for x in values if x is not None and not math.isnan(x)]
-    if not v:
-        return "-"
-    mean = f"{scale * np.mean(v):+.{digits}f}"
+    mean = f"{scale * np.mean(v):{'+' if signed else ''}.{digits}f}"
     return mean if len(v) == 1 else f"{mean} ± {scale * np.std(v, ddof=1):.{digits}f}"

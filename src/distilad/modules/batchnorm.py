@@ -8,10 +8,12 @@ training data with the final weights (an exact average) removes that error.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 @torch.no_grad()
@@ -38,35 +40,23 @@ def recompute_batchnorm(module: nn.Module, batches: Iterable, forward: Callable 
     return len(bns)
 
 
-@torch.no_grad()
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """An inference copy of ``module`` (in eval mode) with every ``BatchNorm2d`` that directly
     follows a ``Conv2d`` / ``ConvTranspose2d`` (the previous child registered in the same parent,
     which is how ``nn.Sequential`` and RD's bottlenecks are written) folded into that
-    convolution's weight and bias and replaced by ``nn.Identity``. Same outputs to float
-    rounding, one pass less over every activation. ``module`` itself is not changed.
+    convolution by PyTorch's ``fuse_conv_bn_eval`` and replaced by ``nn.Identity``. Same outputs
+    to float rounding, one pass less over every activation. ``module`` itself is not changed.
 
     Only for modules whose forward applies each such BatchNorm to that convolution's output
-    alone (true of :mod:`distilad.methods.rd.model`; tested there)."""
-    import copy
-
+    alone (true of :mod:`distilad.methods.rd.model`; tests/test_modules.py checks it)."""
     folded = copy.deepcopy(module).eval()
     for parent in folded.modules():
         names = list(parent._modules)
         for prev, name in zip(names, names[1:], strict=False):
             conv, bn = parent._modules[prev], parent._modules[name]
-            if type(bn) is not nn.BatchNorm2d or not isinstance(conv, (nn.Conv2d,
-                                                                       nn.ConvTranspose2d)):
-                continue
-            if not bn.track_running_stats or bn.running_var is None:
-                continue
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
-            out_dim = 1 if isinstance(conv, nn.ConvTranspose2d) else 0
-            shape = [1] * conv.weight.ndim
-            shape[out_dim] = -1
-            conv.weight.mul_(scale.view(shape))
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias,
-                                     requires_grad=False)
-            parent._modules[name] = nn.Identity()
+            if (type(bn) is nn.BatchNorm2d and bn.track_running_stats
+                    and isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d))):
+                parent._modules[prev] = fuse_conv_bn_eval(
+                    conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+                parent._modules[name] = nn.Identity()
     return folded

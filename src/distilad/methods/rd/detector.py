@@ -164,10 +164,7 @@ class ReverseDistillation(PretrainedTeacher, Detector):
         p = self.params
         progress = bool(p["progress"])
         t0 = time.perf_counter()
-        # training's teacher pass keeps a fixed batch under "auto": a measured one could differ
-        # between runs, and with it the features' last bits and so the trained student
-        teacher_batch = 16 if p["score_batch_size"] == "auto" else p["score_batch_size"]
-        feats = teacher_features(self.teacher, train, p["image_size"], teacher_batch,
+        feats = teacher_features(self.teacher, train, p["image_size"], self._fit_batch_size(16),
                                  self.device, p["feature_cache"], progress,
                                  desc="teacher features (once)")
         teacher_seconds = time.perf_counter() - t0

@@ -141,14 +141,20 @@ def anomaly_map(teacher: list[torch.Tensor], student: list[torch.Tensor], size: 
     instead of a 256 x 256 interpolation per scale and two 33-tap convolutions."""
     total = None
     for t, s in zip(teacher, student, strict=True):
-        m = 1 - channel_cosine(t, s)  # (B, h, w)
-        p_h = map_operator(m.shape[-2], size, sigma, m.dtype, m.device)
-        p_w = p_h if m.shape[-1] == m.shape[-2] else map_operator(m.shape[-1], size, sigma,
-                                                                  m.dtype, m.device)
-        m = p_h @ m @ p_w.T
+        m = upsample_blur(1 - channel_cosine(t, s), size, sigma)
         total = m if total is None else total + m
     assert total is not None
     return total
+
+
+def upsample_blur(m: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """(B, h, w) map -> (B, size, size): bilinear upsampling (align_corners) then
+    :func:`gaussian_blur`, as the two matrix products ``P_h @ m @ P_w^T`` of
+    :func:`map_operator`."""
+    p_h = map_operator(m.shape[-2], size, sigma, m.dtype, m.device)
+    p_w = p_h if m.shape[-1] == m.shape[-2] else map_operator(m.shape[-1], size, sigma,
+                                                              m.dtype, m.device)
+    return p_h @ m @ p_w.T
 
 
 def channel_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

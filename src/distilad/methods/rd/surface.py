@@ -34,6 +34,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from distilad.methods.rd.model import anomaly_map, upsample_blur
+
 #: weight of the scaled identity in the shrunk patch covariance
 SHRINKAGE = 0.01
 #: the per-pixel std of the held-out maps is floored at this share of its spatial mean
@@ -94,15 +96,12 @@ class SurfaceStats(nn.Module):
         return n
 
     def density_map(self, feats: list[torch.Tensor], size: int, sigma: float) -> torch.Tensor:
-        """Mahalanobis distance of every patch -> (B, size, size), upsampled and blurred as RD's
-        map (:func:`distilad.methods.rd.model.anomaly_map`)."""
-        from distilad.methods.rd.model import gaussian_blur
-
+        """Mahalanobis distance of every patch -> (B, size, size), upsampled and blurred as each
+        scale of RD's map is (:func:`distilad.methods.rd.model.upsample_blur`)."""
         x = patch_features(feats).permute(0, 2, 3, 1)  # (B, h, w, D)
         z = (x - self.patch_mean) @ self.patch_whiten
         dist = (z * z).sum(-1).clamp_min(0).sqrt()  # (B, h, w)
-        m = F.interpolate(dist[:, None], size=(size, size), mode="bilinear", align_corners=True)
-        return gaussian_blur(m, sigma)[:, 0]
+        return upsample_blur(dist, size, sigma)
 
     @torch.no_grad()
     def fit_maps(self, name: str, maps: torch.Tensor) -> None:
@@ -161,8 +160,6 @@ class SurfaceHead(nn.Module):
     def raw_maps(self, t: list[torch.Tensor], student: nn.Module
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(RD's map, the density map), each (B, S, S) or None where not used."""
-        from distilad.methods.rd.model import anomaly_map
-
         rd_map = anomaly_map(t, student(t), self.size, self.sigma) if self.uses_rd else None
         den = self.stats.density_map(t, self.size, self.sigma) if self.density else None
         return rd_map, den

@@ -175,7 +175,7 @@ class Transformaly(PretrainedTeacher, Detector):
             in_memory = self._fits_in_memory(train, keep)
             cache = None if in_memory else cache
         pooled, parts = block_features(self.teacher, train, size, keep if in_memory else (),
-                                       self._fit_batch_size(), self.device, cache, progress,
+                                       self._fit_batch_size(64), self.device, cache, progress,
                                        "teacher features (once)")
         teacher_seconds = time.perf_counter() - t0
         n = len(train)
@@ -282,12 +282,6 @@ class Transformaly(PretrainedTeacher, Detector):
         return TransformalyScoringNet(self.teacher, self.student, self.whitening,
                                       self.pretrained_density, self.ts_density,
                                       int(self.params["image_size"]))
-
-    def _fit_batch_size(self) -> int:
-        """Batch of the teacher pass over the training images: ``score_batch_size``, or 64 under
-        ``"auto"`` (the scoring path it would time is not trained yet)."""
-        value = self.params["score_batch_size"]
-        return 64 if value == "auto" else int(value)
 
     def _score_batches(self, images: ImageSet
                        ) -> Iterator[tuple[torch.Tensor, dict[int, torch.Tensor]]]:
