@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 import distilad
-from distilad.bench.record import environment, peak_rss_mb, write_json_atomic
+from distilad.bench.record import environment, git_commit, peak_rss_mb, write_json_atomic
 from distilad.bench.runner import RunSpec, load_task
 from distilad.calibration import Calibration
 from distilad.data.transforms import resize_map
@@ -116,7 +115,8 @@ def main() -> None:
     ap.add_argument("--time-repeats", type=int, default=2)
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args()
-    commit = args.commit or _git_head()
+    # read at start (the run is long); bench.record.git_commit when not given
+    commit = args.commit or git_commit()
     spec = RunSpec("rd", args.dataset, args.dataset, args.category, args.seed, (), "surface")
     task = load_task(spec, args.data_root)
     params = dict(seed=args.seed, holdout_fraction=args.holdout_fraction, epochs=args.epochs,
@@ -195,14 +195,6 @@ def main() -> None:
            f"study_rd_surface_{args.dataset}_{args.category}_{hf}_seed{args.seed}.json")
     write_json_atomic(out, record)
     print(f"wrote {out}")
-
-
-def _git_head() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 if __name__ == "__main__":
