@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import distilad
-from distilad.bench.record import environment, median_seconds_paired, peak_rss_mb, write_json_atomic
+from distilad.bench.record import git_commit, median_seconds_paired, write_speed_record
 from distilad.cli import demo_data_path
 from distilad.data import mvtec_test
 
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    commit = git_commit()
 
     det = distilad.create_detector("rd", backbone=args.backbone, image_size=args.image_size,
                                    epochs=args.epochs, progress=False, device="cpu")
@@ -63,23 +64,10 @@ def main() -> None:
     res["teacher_feature_images_per_s"] = teacher_ips
     res["student_params"] = sum(p.numel() for p in det.student.parameters())
     res["teacher_params"] = sum(p.numel() for p in det.teacher.parameters())
-    env = environment("cpu")
-    record = {
-        "kind": "speed",
-        "model": f"rd {args.backbone} {args.image_size}px",
-        "method": "rd",
-        "dataset": "mvtec",
-        "category": Path(args.data).name,
-        "speed": res,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        **env,
-        "torch_threads": args.threads,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
     out = Path(args.results) / f"speed_rd_{args.backbone}_{args.image_size}_t{args.threads}.json"
-    write_json_atomic(out, record)
-    for k, v in res.items():
-        print(f"{k:32s} {v:.2f}" if isinstance(v, float) else f"{k:32s} {v}")
+    record = write_speed_record(out, model=f"rd {args.backbone} {args.image_size}px", method="rd",
+                                dataset="mvtec", category=Path(args.data).name, speed=res,
+                                threads=args.threads, commit=commit)
     print(f"ratio RD/teacher: b1 {res['infer_ms_b1'] / res['teacher_ms_b1']:.2f}  "
           f"b16 {res['infer_ms_b16'] / res['teacher_ms_b16']:.2f}; peak RSS "
           f"{record['peak_rss_mb']:.0f} MB; wrote {out}")

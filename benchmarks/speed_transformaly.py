@@ -15,26 +15,18 @@ interleaved.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 
 import distilad
-from distilad.bench.record import (
-    environment,
-    median_seconds_paired,
-    peak_rss_mb,
-    write_json_atomic,
-)
+from distilad.bench.record import git_commit, median_seconds_paired, write_speed_record
 from distilad.cli import demo_data_path
 
 
-def training_images(args: argparse.Namespace):  # -> (ImageSet, description)
-    if args.dataset == "bottle":
-        from distilad.data import mvtec_test
-
-        return mvtec_test(str(demo_data_path())), "embedded bottle test images"
+def training_images(args: argparse.Namespace):  # -> (ImageSet or folder, description)
+    if args.dataset == "bottle":  # the embedded category folder: its train/good images
+        return str(demo_data_path()), "embedded bottle training images"
     from distilad.data.novelty import make_novelty_split
 
     split = make_novelty_split(args.dataset, "one-class", 0, root=args.data_root, test=False)
@@ -55,6 +47,7 @@ def main() -> None:
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    commit = git_commit()
 
     train, described = training_images(args)
     det = distilad.create_detector("transformaly", backbone=args.backbone,
@@ -80,23 +73,11 @@ def main() -> None:
             res[f"teacher_share_b{bs}"] = teacher / whole
     res["student_params"] = sum(p.numel() for p in det.student.parameters())
     res["teacher_params"] = sum(p.numel() for p in det.teacher.parameters())
-    record = {
-        "kind": "speed",
-        "model": f"transformaly {args.backbone} {args.image_size}px",
-        "method": "transformaly",
-        "dataset": args.dataset,
-        "category": described,
-        "speed": res,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        **environment("cpu"),
-        "torch_threads": args.threads,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
     out = (Path(args.results)
            / f"speed_transformaly_{args.backbone}_{args.image_size}_t{args.threads}.json")
-    write_json_atomic(out, record)
-    for k, v in res.items():
-        print(f"{k:32s} {v:.3f}" if isinstance(v, float) else f"{k:32s} {v}")
+    record = write_speed_record(out, model=f"transformaly {args.backbone} {args.image_size}px",
+                                method="transformaly", dataset=args.dataset, category=described,
+                                speed=res, threads=args.threads, commit=commit)
     print(f"peak RSS {record['peak_rss_mb']:.0f} MB; wrote {out}")
 
 

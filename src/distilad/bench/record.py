@@ -216,3 +216,19 @@ def mean_std_text(values: list[float | None], scale: float = 100.0, digits: int 
         return "-"
     mean = f"{scale * np.mean(v):{'+' if signed else ''}.{digits}f}"
     return mean if len(v) == 1 else f"{mean} ± {scale * np.std(v, ddof=1):.{digits}f}"
+
+
+def write_speed_record(path: str | Path, *, model: str, method: str, dataset: str,
+                       category: str, speed: dict[str, Any], threads: int, commit: str
+                       ) -> dict[str, Any]:
+    """Write the ``kind: speed`` record of a speed script (``benchmarks/speed_*.py``: RESULTS.md
+    "Speed and memory") with the environment, peak RSS so far and ``commit`` (read when the
+    script started), print its figures one per line, and return it."""
+    record = {"kind": "speed", "model": model, "method": method, "dataset": dataset,
+              "category": category, "speed": speed, "peak_rss_mb": round(peak_rss_mb(), 1),
+              **environment("cpu", commit), "torch_threads": threads,
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json_atomic(path, record)
+    for k, v in speed.items():
+        print(f"{k:32s} {v:.3f}" if isinstance(v, float) else f"{k:32s} {v}")
+    return record
