@@ -3,7 +3,8 @@ scored from one trained student. Writes one JSON per (dataset, category, seed) i
 benchmarks/results/ (``kind`` = ``study_rd_surface``).
 
     OMP_NUM_THREADS=1 python benchmarks/study_rd_surface.py --dataset elpv --category mono \\
-        --seed 0 [--holdout-fraction 0.3] [--data-root ../shared/data] [--commit SHA]
+        --seed 0 [--holdout-fraction 0.3] [--backbone efficientnet_lite2] [--image-size 320] \\
+        [--data-root ../shared/data] [--commit SHA]
 
 RD is fitted once with ``map_normalization="holdout", patch_density="gaussian"``, which computes
 every statistic after training (the student does not depend on them: it is the default's). RD's
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 import distilad
+from distilad.backbones import DEFAULT_TEACHER
 from distilad.bench.record import environment, git_commit, peak_rss_mb, write_json_atomic
 from distilad.bench.runner import RunSpec, load_task
 from distilad.calibration import Calibration
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--holdout-fraction", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--backbone", default=DEFAULT_TEACHER, help="RD's teacher")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--commit", default=None, help="the code version (default: git HEAD)")
     ap.add_argument("--time-images", type=int, default=16)
@@ -120,7 +123,7 @@ def main() -> None:
     spec = RunSpec("rd", args.dataset, args.dataset, args.category, args.seed, (), "surface")
     task = load_task(spec, args.data_root)
     params = dict(seed=args.seed, holdout_fraction=args.holdout_fraction, epochs=args.epochs,
-                  image_size=args.image_size,
+                  image_size=args.image_size, backbone=args.backbone,
                   map_normalization="holdout", patch_density="gaussian", progress=False,
                   device="cpu")
     det = distilad.create_detector("rd", **params)
@@ -190,9 +193,13 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    hf = f"h{round(100 * args.holdout_fraction)}"
+    tag = f"h{round(100 * args.holdout_fraction)}"
+    if args.backbone != DEFAULT_TEACHER:  # e.g. efficientnet_lite2 -> _lite2
+        tag += "_" + args.backbone.rsplit("_", 1)[-1]
+    if args.image_size != 256:
+        tag += f"_s{args.image_size}"
     out = (Path(args.results) /
-           f"study_rd_surface_{args.dataset}_{args.category}_{hf}_seed{args.seed}.json")
+           f"study_rd_surface_{args.dataset}_{args.category}_{tag}_seed{args.seed}.json")
     write_json_atomic(out, record)
     print(f"wrote {out}")
 

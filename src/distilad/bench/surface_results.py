@@ -22,8 +22,8 @@ COLUMNS = [("validation", "image_auroc", "val. image AUROC"),
 
 
 def surface_study_section(recs: list[dict[str, Any]]) -> list[str]:
-    """One table per (dataset, category, hold-out share): a row per variant, mean ± std over the
-    seeds present."""
+    """One table per (dataset, category, hold-out share, teacher, input size): a row per variant,
+    mean ± std over the seeds present."""
     lines = ["## RD scoring study: map normalisation and teacher-patch density (issue 15)", "",
              "`benchmarks/study_rd_surface.py`: one RD fit per (category, seed) with every "
              "statistic computed after training; each variant scores the same student "
@@ -34,11 +34,13 @@ def surface_study_section(recs: list[dict[str, Any]]) -> list[str]:
              "rounds (indicative: shared, loaded CPU; 1 thread).", ""]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in recs:
-        groups[(r["dataset"], r["category"], r["holdout_fraction"])].append(r)
-    for (dataset, category, hf), group in sorted(groups.items()):
+        groups[(r["dataset"], r["category"], r["holdout_fraction"], r["params"]["backbone"],
+                r["params"]["image_size"])].append(r)
+    for (dataset, category, hf, backbone, size), group in sorted(groups.items()):
         seeds = sorted(r["seed"] for r in group)
         g0 = group[0]
-        lines += [f"### {dataset} {category}, holdout_fraction {hf} (n_train {g0['n_train']}, "
+        lines += [f"### {dataset} {category}, {backbone} {size} px, holdout_fraction {hf} "
+                  f"(n_train {g0['n_train']}, "
                   f"n_holdout {g0['n_holdout']}, {g0['n_validation_anomalies']} validation "
                   f"anomalies, {g0['n_test']} test images), seeds "
                   f"{', '.join(map(str, seeds))}", "",
