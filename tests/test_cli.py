@@ -228,3 +228,22 @@ def test_version_and_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["fit", "rd"])  # missing data and -o
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("command", ["test", "predict", "bench", "serve", "export"])
+def test_only_fit_runs_under_torchrun(command: str, model_file: Path, tiny_mvtec: Path,
+                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Under torchrun every process would repeat test/predict/... and write the same outputs: one
+    line, exit 2, nothing written."""
+    out = tmp_path / "out"
+    argv = {"test": ["test", str(model_file), str(tiny_mvtec), "-o", str(out / "o")],
+            "predict": ["predict", str(model_file), str(tiny_mvtec), "-o", str(out / "o")],
+            "bench": ["bench", "--dataset", "mnist", "--results", str(out / "o")],
+            "serve": ["serve", str(model_file)],
+            "export": ["export", str(model_file), "-o", str(out / "o.onnx")]}[command]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(argv) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{command}: only `fit` runs under torchrun" in line and "WORLD_SIZE=2" in line
+    assert not out.exists()

@@ -784,6 +784,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _one_line_usage_errors(parser)
     args = parser.parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # set by torchrun
+    if world > 1 and args.command != "fit":
+        # each process would repeat the whole command and write the same outputs
+        print(f"distilad: error: {args.command}: only `fit` runs under torchrun "
+              f"(WORLD_SIZE={world}); run `distilad {args.command}` as one process",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
     with warnings.catch_warnings():
         _print_warnings_once()
         try:
