@@ -330,7 +330,9 @@ class ReverseDistillation(PretrainedTeacher, Detector):
 
     def _scoring_net(self) -> RDScoringNet:
         p = self.params
-        return RDScoringNet(self.teacher, self.student, int(p["image_size"]), float(p["sigma"]),
+        # the BatchNorm-folded student (when not training): the graph det.score runs, fewer ops
+        return RDScoringNet(self.teacher, self._inference_student(), int(p["image_size"]),
+                            float(p["sigma"]),
                             p["image_score"], self._surface_head() if self._surface_on else None)
 
     def map_tensor(self, x: torch.Tensor) -> torch.Tensor:
