@@ -1,7 +1,8 @@
 """Speed and memory of RD: training images/s, inference ms/image at batch 1 and 16, the
 teacher's forward alone, their ratio, and peak RSS. Writes one JSON into benchmarks/results/.
 
-    python benchmarks/speed_rd.py [--backbone efficientnet_lite1] [--threads 2] [--data DIR]
+    python benchmarks/speed_rd.py [--backbone efficientnet_lite1] [--preset surface] [--threads 2] \
+        [--data DIR]
 
 Run it on a quiet machine; timings are medians over repeats after a warm-up.
 """
@@ -22,7 +23,9 @@ from distilad.data import mvtec_test
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--backbone", default="efficientnet_lite1")
+    ap.add_argument("--backbone", default=None, help="RD's teacher (default: the preset's, else "
+                    "RD's default)")
+    ap.add_argument("--preset", default="none", help="RD's preset, e.g. surface")
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--epochs", type=int, default=2, help="epochs timed for training speed")
@@ -33,8 +36,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     commit = git_commit()
 
-    det = distilad.create_detector("rd", backbone=args.backbone, image_size=args.image_size,
-                                   epochs=args.epochs, progress=False, device="cpu")
+    chosen = {"backbone": args.backbone} if args.backbone else {}
+    det = distilad.create_detector("rd", preset=args.preset, image_size=args.image_size,
+                                   epochs=args.epochs, progress=False, device="cpu", **chosen)
+    backbone = det.params["backbone"]
     det.fit(args.data)
     info = det.fit_info
     student_s = info["train_seconds"] - info["teacher_feature_seconds"]
@@ -64,8 +69,10 @@ def main() -> None:
     res["teacher_feature_images_per_s"] = teacher_ips
     res["student_params"] = sum(p.numel() for p in det.student.parameters())
     res["teacher_params"] = sum(p.numel() for p in det.teacher.parameters())
-    out = Path(args.results) / f"speed_rd_{args.backbone}_{args.image_size}_t{args.threads}.json"
-    record = write_speed_record(out, model=f"rd {args.backbone} {args.image_size}px", method="rd",
+    preset = "" if args.preset == "none" else f"{args.preset}_"
+    out = Path(args.results) / f"speed_rd_{preset}{backbone}_{args.image_size}_t{args.threads}.json"
+    model = f"rd {backbone} {args.image_size}px" + (f" preset {args.preset}" if preset else "")
+    record = write_speed_record(out, model=model, method="rd",
                                 dataset="mvtec", category=Path(args.data).name, speed=res,
                                 threads=args.threads, commit=commit)
     print(f"ratio RD/teacher: b1 {res['infer_ms_b1'] / res['teacher_ms_b1']:.2f}  "

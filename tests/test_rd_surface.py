@@ -156,3 +156,36 @@ def test_export_of_a_surface_model_is_refused(fitted, tmp_path: Path) -> None:
         x = torch.rand(2, 3, 64, 64)
         scores, maps = surf._scoring_net().eval()(x)
         assert torch.allclose(maps, surf.map_tensor(x))
+
+
+def test_surface_preset_sets_its_values_and_explicit_arguments_win() -> None:
+    """``preset="surface"`` fills the chosen values (README "Surface options"), an explicit
+    argument overrides its value, and the default (no preset) is untouched."""
+    p = distilad.create_detector("rd", preset="surface").params
+    assert (p["backbone"], p["holdout_fraction"], p["map_normalization"], p["patch_density"]) == (
+        "efficientnet_lite2", 0.3, "none", "none")
+    p = distilad.create_detector("rd", preset="surface", holdout_fraction=0.2,
+                                 patch_density="gaussian").params
+    assert (p["backbone"], p["holdout_fraction"], p["patch_density"]) == (
+        "efficientnet_lite2", 0.2, "gaussian")
+    p = distilad.create_detector("rd").params
+    assert (p["preset"], p["backbone"], p["map_normalization"]) == (
+        "none", "efficientnet_lite1", "none")
+    with pytest.raises(DistiladError, match="preset must be one of 'none', 'surface'"):
+        distilad.create_detector("rd", preset="shiny")
+    with pytest.raises(DistiladError, match="unknown argument"):
+        distilad.create_detector("edegan", preset="surface")
+
+
+def test_a_preset_model_reloads_with_its_values(fitted, tmp_path: Path) -> None:
+    """A model fitted under a preset keeps the preset's values on reload (they are saved as its
+    arguments), including an explicit override of one of them."""
+    train, _, _ = fitted
+    # a small teacher overrides Lite2; FIT's holdout_fraction (0.3) is the preset's anyway
+    args = {**FIT, "backbone": "efficientnet_lite0", **SURFACE}
+    det = distilad.create_detector("rd", preset="surface", **args).fit(train, validation=None)
+    assert det.params["backbone"] == "efficientnet_lite0" and det.params["preset"] == "surface"
+    loaded = distilad.load_detector(det.save(tmp_path / "p.distilad"), device="cpu")
+    learned = [k for k in det.params if k not in det.runtime_params]
+    assert {k: loaded.params[k] for k in learned} == {k: det.params[k] for k in learned}
+    np.testing.assert_array_equal(loaded.score(train).image_scores, det.score(train).image_scores)

@@ -50,7 +50,8 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
     """Method arguments from ``--set`` and the named options (which win); checked by
     ``create_detector``."""
     params = parse_set_options(args.set)
-    for key in ("epochs", "backbone", "weights", "image_size", "seed", "device", "batch_size"):
+    for key in ("epochs", "backbone", "weights", "image_size", "seed", "device", "batch_size",
+                "preset"):
         val = getattr(args, key, None)
         if val is not None:
             params[key] = val
@@ -107,6 +108,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         for key, value in {**cls.common_defaults, **cls.defaults}.items():
             accepted = specs[key].describe() if key in specs else ""
             print(f"  {key:<22s} {json.dumps(value):<24s} {accepted}".rstrip())
+        for name, values in getattr(cls, "presets", {}).items():
+            print(f"preset {name!r} (--preset {name}; explicit arguments win): "
+                  + ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items()))
         return 0
     print("methods:")
     for name in list_detectors():
@@ -532,6 +536,9 @@ def _add_method_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | N
     p.add_argument("--seed", type=int, help="random seed; also picks the held-out images"
                    + default("seed"))
     p.add_argument("--device", help=_DEVICE_HELP)
+    p.add_argument("--preset", help="a named bundle of method arguments, e.g. rd's 'surface'; "
+                   "the options given explicitly win (`distilad list METHOD` shows them; "
+                   "default: none)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other method argument, VALUE as JSON, e.g. --set lr=0.001 "
                    "(repeatable; `distilad list METHOD` lists them; default: none)")

@@ -115,6 +115,9 @@ class Detector:
     #: arguments a method no longer takes, with what to use instead: refused when given,
     #: dropped when an older model file that holds them is loaded.
     retired_params: ClassVar[dict[str, str]] = {}
+    #: named bundles of argument values, chosen by the method's ``preset`` argument (which it
+    #: then declares, default "none"); arguments given explicitly win over the preset's.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: arguments every method accepts.
     common_defaults: ClassVar[dict[str, Any]] = {
         "seed": 0,
@@ -162,8 +165,9 @@ class Detector:
             raise DistiladError(
                 f"{cls.name}: unknown argument(s) {', '.join(unknown)}{hint}; accepted: "
                 f"{', '.join(sorted(allowed))}")
+        preset = cls.presets.get(str(params.get("preset", "none")), {})
         checked = check_params(cls.name, {**cls.common_specs, **cls.param_specs},
-                               {**allowed, **params}, check_files=check_files)
+                               {**allowed, **preset, **params}, check_files=check_files)
         cls._check_combination(checked)
         return checked
 
