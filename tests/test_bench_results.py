@@ -138,6 +138,24 @@ def test_adaptivemix_ablation_pairs_differences_and_resets() -> None:
     assert adaptivemix_ablation_section([r for r in runs if r["params"].get("adaptivemix")]) == []
 
 
+def test_adaptivemix_transformaly_shows_the_teacher_student_part() -> None:
+    """Transformaly's records hold the teacher-student part's AUROC (the part AdaptiveMix
+    trains): a column and its paired difference."""
+    from distilad.bench.adaptivemix_results import adaptivemix_ablation_section
+
+    runs = []
+    for seed, (ts_off, ts_on) in enumerate(((0.80, 0.78), (0.82, 0.79))):
+        for on, ts in ((False, ts_off), (True, ts_on)):
+            r = _gan_run("0", seed, 0.9, on=on, method="transformaly")
+            r["metrics"]["image_auroc_teacher_student"] = ts
+            runs.append(r)
+    text = "\n".join(adaptivemix_ablation_section(runs))
+    title = "### AdaptiveMix · Transformaly · mnist · one-class · config `e15` vs `e15-adaptivemix`"
+    rows = _rows(text, title)
+    assert [r[0] for r in rows] == ["off", "on", "paired on - off"]
+    assert [r[3] for r in rows] == ["81.00 ± 1.41", "78.50 ± 0.71", "-2.50 ± 0.71"]
+
+
 def test_adaptivemix_verdict_grid_and_reset_count() -> None:
     from distilad.bench.adaptivemix_results import complete_grid, discriminator_resets, verdict
 

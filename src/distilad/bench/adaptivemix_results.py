@@ -194,6 +194,10 @@ def _group_lines(group: AblationGroup) -> tuple[list[str], str]:
     pixel = any("pixel_auroc" in r.get("metrics", {}) for r in offs + ons)
     columns = ["AdaptiveMix", "test image AUROC", "val. image AUROC"]
     columns += ["pixel AUROC"] if pixel else []
+    # Transformaly: the part AdaptiveMix trains (the pretrained part is the frozen teacher's)
+    ts = "image_auroc_teacher_student"
+    ts_part = any(ts in r.get("metrics", {}) for r in offs + ons)
+    columns += ["test AUROC teacher-student part"] if ts_part else []
     columns += ["spread over seeds", "D resets"] if gan else []
     lines += ["| " + " | ".join(columns + ["train s / run"]) + " |",
               "|" + "---|" * (len(columns) + 1)]
@@ -208,6 +212,8 @@ def _group_lines(group: AblationGroup) -> tuple[list[str], str]:
                  mean_std_text(_per_seed(group, classes, seeds, _val(arm)))]
         if pixel:
             cells.append(mean_std_text(_per_seed(group, classes, seeds, _test("pixel_auroc", arm))))
+        if ts_part:
+            cells.append(mean_std_text(_per_seed(group, classes, seeds, _test(ts, arm))))
         if gan:
             cells += [spread_text[arm], _resets_text(ons if arm else offs)]
         lines.append("| " + " | ".join(cells + [f"{secs[arm]:.0f}"]) + " |")
@@ -215,6 +221,8 @@ def _group_lines(group: AblationGroup) -> tuple[list[str], str]:
     if pixel:
         cells.append(_signed(_per_seed(group, classes, seeds, _diff(_test("pixel_auroc", 0),
                                                                     _test("pixel_auroc", 1)))))
+    if ts_part:
+        cells.append(_signed(_per_seed(group, classes, seeds, _diff(_test(ts, 0), _test(ts, 1)))))
     if gan:
         resets = [[discriminator_resets(r) for r in rs] for rs in (offs, ons)]
         known = None not in resets[0] + resets[1]

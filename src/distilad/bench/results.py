@@ -133,6 +133,10 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
                         "teacher_epochs", "step1_epochs", "step2_epochs") if k in p]
     if "teacher_epochs" in p and "epochs" in keys:  # P-KDGAN: epochs per phase (old runs: "epochs")
         keys.remove("epochs")
+    # shown only where they differ from the library's defaults
+    keys += [k for k, default in (("preset", "none"), ("holdout_fraction", 0.1),
+                                  ("map_normalization", "none"), ("patch_density", "none"))
+             if k in p and p[k] != default]
     lines.append("Parameters: " + ", ".join(f"{k}={p[k]}" for k in keys) +
                  f"; seeds {seeds}; device {_device_text(r0)}; commit "
                  f"{str(r0.get('git_commit'))[:12]}.")
