@@ -137,9 +137,12 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
     keys += [k for k, default in (("preset", "none"), ("holdout_fraction", 0.1),
                                   ("map_normalization", "none"), ("patch_density", "none"))
              if k in p and p[k] != default]
+    commits = list(dict.fromkeys(str(r.get("git_commit"))[:12] for r in recs))
     lines.append("Parameters: " + ", ".join(f"{k}={p[k]}" for k in keys) +
-                 f"; seeds {seeds}; device {_device_text(r0)}; commit "
-                 f"{str(r0.get('git_commit'))[:12]}.")
+                 f"; seeds {seeds}; device {_device_text(r0)}; "
+                 + (f"commit {commits[0]}." if len(commits) == 1 else
+                    f"commits {', '.join(commits)} (the runs of one table are of several code "
+                    "versions)."))
     if r0.get("sweep"):  # several runs at once on one machine: the run times overlap
         lines.append(f"Sweep: `{r0['sweep']}`.")
     lines.append("")
