@@ -173,6 +173,15 @@ def test_surface_preset_sets_its_values_and_explicit_arguments_win() -> None:
         "none", "efficientnet_lite1", "none")
     with pytest.raises(DistiladError, match="preset must be one of 'none', 'surface'"):
         distilad.create_detector("rd", preset="shiny")
+    # set_params applies a preset too (not only its name), and "none" puts the defaults back
+    det = distilad.create_detector("rd", image_size=128)
+    det.set_params(preset="surface")
+    assert (det.params["backbone"], det.params["holdout_fraction"], det.params["image_size"]) == (
+        "efficientnet_lite2", 0.3, 128)
+    det.set_params(preset="none")
+    assert (det.params["backbone"], det.params["holdout_fraction"]) == ("efficientnet_lite1", 0.1)
+    assert det.set_params(preset="surface", backbone="efficientnet_lite0").params["backbone"] == (
+        "efficientnet_lite0")
     with pytest.raises(DistiladError, match="unknown argument"):
         distilad.create_detector("edegan", preset="surface")
 

@@ -424,6 +424,13 @@ class Detector:
                     f"{self.name}: {', '.join(frozen)} cannot change on a fitted detector (the "
                     f"trained networks depend on it); use create_detector({self.name!r}, ...) "
                     f"and fit again")
+        if "preset" in params and self.presets:
+            # the preset's values replace the current ones (as at construction, this call's
+            # other arguments win); "none" puts back the defaults of every preset-set argument
+            defaults = {**self.common_defaults, **self.defaults}
+            touched = {k for values in self.presets.values() for k in values}
+            params = {**{k: defaults[k] for k in touched},
+                      **self.presets.get(str(params["preset"]), {}), **params}
         merged = self.checked_params({**self.params, **params})
         self.params = merged
         if "device" in params:
