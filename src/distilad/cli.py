@@ -108,7 +108,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for key, value in {**cls.common_defaults, **cls.defaults}.items():
             accepted = specs[key].describe() if key in specs else ""
             print(f"  {key:<22s} {json.dumps(value):<24s} {accepted}".rstrip())
-        for name, values in getattr(cls, "presets", {}).items():
+        for name, values in cls.presets.items():
             print(f"preset {name!r} (--preset {name}; explicit arguments win): "
                   + ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items()))
         return 0
@@ -791,8 +791,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _one_line_usage_errors(parser)
     args = parser.parse_args(argv)
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # set by torchrun
-    if world > 1 and args.command != "fit":
+    if args.command != "fit" and "WORLD_SIZE" in os.environ:  # torchrun's (torch imported only then)
+        from distilad.distributed import env_world_size
+
+        world = env_world_size()
+    else:
+        world = 1
+    if world > 1:
         # each process would repeat the whole command and write the same outputs
         print(f"distilad: error: {args.command}: only `fit` runs under torchrun "
               f"(WORLD_SIZE={world}); run `distilad {args.command}` as one process",
