@@ -187,3 +187,32 @@ def test_speed_rows_take_each_records_larger_batch() -> None:
     rows = {r[0]: r for r in _rows(text, "## Speed and memory")}
     assert rows["rd"][4:8] == ["16", "21.0 / 24.0", "14.0 / 20.0", "1.50 / 1.20"]
     assert rows["transformaly"][4:8] == ["64", "40.0 / 30.0", "20.0 / 10.0", "2.00 / 3.00"]
+
+
+def _teacher_study(backbone: str, size: int, val: list[float], test: list[float] | None,
+                   dataset: str = "cifar10") -> dict[str, Any]:
+    per_class = [{"class": c, "validation_auroc": v,
+                  **({} if test is None else {"test_auroc": test[c]})}
+                 for c, v in enumerate(val)]
+    return {"kind": "study_transformaly_teacher", "dataset": dataset, "seed": 0,
+            "params": {"backbone": backbone, "image_size": size}, "per_class": per_class,
+            "validation_auroc_mean": sum(val) / len(val), "test_evaluated": test is not None,
+            "test_auroc_mean": None if test is None else sum(test) / len(test),
+            "feature_seconds": {"train": 123.4}, "n_train_features": 17000,
+            "torch_threads": 1}
+
+
+def test_teacher_study_section_one_row_per_configuration_test_only_where_read() -> None:
+    recs = [_teacher_study("efficientnet_lite0", 128, [0.8, 0.9], [0.7, 0.8]),
+            _teacher_study("efficientnet_lite0", 128, [0.8, 0.9], None),
+            _teacher_study("efficientnet_lite2", 224, [0.85, 0.95], None),
+            _teacher_study("efficientnet_lite2", 128, [0.5, 0.6], None, dataset="mnist")]
+    text = render(recs)
+    cifar = text[text.index("### cifar10, classes 0, 1, seed 0"):text.index("### mnist")]
+    lite0, lite2 = _rows(cifar, "### cifar10")
+    # the --test run and the validation-only run of lite0 @ 128 are one row, with the test mean
+    assert lite0[:5] == ["lite0", "128", "80.00", "90.00", "**85.00**"]
+    assert lite0[5] == "75.00" and lite0[6] == "123 (17000 img)" and lite0[7] == "yes"
+    # a validation-only run shows no test figure
+    assert lite2[:6] == ["lite2", "224", "85.00", "95.00", "**90.00**", "-"]
+    assert _rows(text, "### mnist, classes 0, 1, seed 0")[0][4] == "**55.00**"

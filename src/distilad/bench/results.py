@@ -20,6 +20,7 @@ from distilad.bench.ood_results import ood_adaptivemix_section
 from distilad.bench.paper_values import paper_value
 from distilad.bench.record import mean_std_text, read_json, record_metric
 from distilad.bench.surface_results import surface_study_section
+from distilad.bench.teacher_study_results import teacher_study_section
 
 METRICS = [("image_auroc", "image AUROC"), ("image_auroc_max_pool", "AUROC max-pool"),
            ("image_auroc_mean_pool", "AUROC mean-pool"), ("pixel_auroc", "pixel AUROC"),
@@ -530,6 +531,7 @@ def render(records: list[dict[str, Any]]) -> str:
     load_serve = [r for r in records if r.get("kind") == "load_serve"]
     ood_mix = [r for r in records if r.get("kind") == "ood_adaptivemix"]
     surface_study = [r for r in records if r.get("kind") == "study_rd_surface"]
+    teacher_study = [r for r in records if r.get("kind") == "study_transformaly_teacher"]
     runs = [r for r in records if r.get("kind") is None and "metrics" in r
             and r.get("test_evaluated", True)]
     val_runs = [r for r in records if r.get("kind") is None and r.get("test_evaluated") is False]
@@ -565,6 +567,8 @@ def render(records: list[dict[str, Any]]) -> str:
         lines += ood_adaptivemix_section(ood_mix)
     if surface_study:
         lines += surface_study_section(surface_study)
+    if teacher_study:
+        lines += teacher_study_section(teacher_study)
     return "\n".join(lines)
 
 
