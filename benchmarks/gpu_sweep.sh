@@ -8,6 +8,9 @@
 # PART gans:              EDE-GAN and P-KDGAN on MNIST, Fashion-MNIST and CIFAR-10 (GAN lane);
 #      transformaly[:DS]: Transformaly on DS (fashion-mnist (default) or cifar10): unimodal 3
 #                         seeds, multimodal 1 seed, one class at 384 px.
+#      transformaly-teacher[:DS]: Transformaly on DS with the teacher the study of issue 11
+#                         recommends on validation (Lite2, 224 px), 10 classes, seed 0: its
+#                         records' validation blocks decide whether it becomes the default.
 # RESULTS may start as a copy of benchmarks/results: runs already there are skipped.
 # Data: the GPU machines lent here take 64 MiB per call, so the idx files travel xz-compressed
 # and CIFAR-10's JPEG tree as one tar.xz (18.6 MB; its JPEGs share headers), unpacked there.
@@ -115,16 +118,26 @@ tf_lane() {  # $1 dataset: unimodal 3 seeds, multimodal 1 seed, paper size (384 
       --set image_size=384 || return
 }
 
+tf_teacher_lane() {  # $1 dataset (methods/transformaly/README.md, "Teacher and size, second round")
+  bench --method transformaly --dataset "$1" --classes $CLASSES --seeds 0 --name lite2-s224 \
+      --set backbone='"efficientnet_lite2"' --set image_size=224 || return
+}
+
 decode_cifar() {  # decode CIFAR-10's JPEG tree once into the shared array cache, before workers
   "$PY" -c "from distilad.data.novelty import load_split as l; l('cifar10','train',root='$ROOT'); l('cifar10','test',root='$ROOT')"
 }
 
 TF_SET=fashion-mnist
+TF_LANE=tf_lane
 case $PART in
   gans) GAN_SETS="mnist fashion-mnist cifar10"; TF_WORKERS=0; decode_cifar;;
   transformaly|transformaly:fashion-mnist) GAN_WORKERS=0;;
   transformaly:cifar10) GAN_WORKERS=0; TF_SET=cifar10; decode_cifar;;
-  *) echo "gpu_sweep.sh: part must be gans or transformaly[:fashion-mnist|:cifar10], got '$PART'" >&2
+  transformaly-teacher|transformaly-teacher:fashion-mnist) GAN_WORKERS=0; TF_LANE=tf_teacher_lane;;
+  transformaly-teacher:cifar10) GAN_WORKERS=0; TF_SET=cifar10; TF_LANE=tf_teacher_lane
+                                decode_cifar;;
+  *) echo "gpu_sweep.sh: part must be gans, transformaly[:fashion-mnist|:cifar10] or" \
+          "transformaly-teacher[:fashion-mnist|:cifar10], got '$PART'" >&2
      exit 2;;
 esac
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
@@ -136,7 +149,7 @@ for w in $(seq 1 "$GAN_WORKERS"); do
   sleep 1  # staggered, so the workers claim different runs from the start
 done
 for w in $(seq 1 "$TF_WORKERS"); do
-  tf_lane "$TF_SET" > "$LOGS/tf_$w.log" 2>&1 & pids+=($!)
+  $TF_LANE "$TF_SET" > "$LOGS/tf_$w.log" 2>&1 & pids+=($!)
   sleep 1
 done
 wait "${pids[@]}"

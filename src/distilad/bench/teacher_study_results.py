@@ -22,7 +22,9 @@ def teacher_study_section(recs: list[dict[str, Any]]) -> list[str]:
              "held-out 10 % (the split `distilad bench` makes); `val.` = those held-out normals "
              "vs 999 training images of the other classes. The choice reads the `val.` columns "
              "only; `test` is shown only for runs made with `--test` (the others never read "
-             "the test split). No teacher-student part: it needs training with each teacher.",
+             "the test split). No teacher-student part: it needs training with each teacher. "
+             "`train features s`: the teacher's pass over those training images, one thread, "
+             "beside other runs (indicative of the relative cost only).",
              ""]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in recs:
