@@ -40,7 +40,9 @@ METHODS = {
     "transformaly": {"blocks": [2, 3]},
 }
 #: relative difference of test scores allowed between the 2-process and the 1-process model
-SCORE_RTOL = 1e-3
+#: (measured: rd under 1e-3 on an AMD EPYC, 1.6e-3 on an Intel Xeon, transformaly 4e-6; another
+#: seed moves rd's scores by 0.11, so 10x this still separates the two)
+SCORE_RTOL = 4e-3
 
 
 def _torchrun_fit(method: str, data: Path, out: Path) -> subprocess.Popen:

@@ -89,14 +89,16 @@ def test_component_count_rule(threshold: float, want: int) -> None:
 
 def test_whitening_keeps_90_percent_and_whitens() -> None:
     rng = np.random.default_rng(0)
-    # variances 50, 30, 10, 5, 3, 2 along random orthogonal axes: 0.5, 0.8, 0.9, 0.95, 0.98, 1.0
+    # variances 50, 30, 12, 4, 2.5, 1.5 along random orthogonal axes: explained 0.5, 0.8, 0.92,
+    # 0.96, 0.985, 1.0 (no ratio sits on a threshold: an exact 0.9 is decided by rounding, which
+    # differs between CPUs' eigen-solvers; the exact-tie rule is tested on eigenvalues above)
     q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
     z = rng.normal(size=(4000, 6))
     z = (z - z.mean(0)) @ np.linalg.inv(np.linalg.cholesky(np.cov(z.T))).T  # exactly white
-    x = z * np.sqrt([50.0, 30.0, 10.0, 5.0, 3.0, 2.0]) @ q.T + 7.0
+    x = z * np.sqrt([50.0, 30.0, 12.0, 4.0, 2.5, 1.5]) @ q.T + 7.0
     w = Whitening.fit(torch.from_numpy(x), 0.9)
-    assert w.n_components == 3  # 0.9 reached with three; the official code would keep two
-    assert Whitening.fit(torch.from_numpy(x), 0.91).n_components == 4
+    assert w.n_components == 3  # 0.9 passed with three; the official code would keep two
+    assert Whitening.fit(torch.from_numpy(x), 0.93).n_components == 4
     out = w(torch.from_numpy(x)).numpy()
     assert out.shape == (4000, 3)
     np.testing.assert_allclose(np.cov(out.T), np.eye(3), atol=1e-9)
