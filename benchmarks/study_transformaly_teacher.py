@@ -33,21 +33,16 @@ import torch
 from distilad.backbones.block_cache import block_features
 from distilad.backbones.blocks import create_block_teacher
 from distilad.bench.record import environment, git_commit, peak_rss_mb, write_json_atomic
+from distilad.bench.runner import parse_classes
 from distilad.data.novelty import NoveltyImageSet, load_split, validation_anomalies
-from distilad.detector import holdout_split
+from distilad.detector import Detector, holdout_split
 from distilad.methods.transformaly.density import Gaussian, Whitening
+from distilad.methods.transformaly.detector import LITE_TEACHERS, Transformaly
 from distilad.metrics import auroc
 
-HOLDOUT_FRACTION = 0.1
-WHITENING_THRESHOLD = 0.9
-
-
-def parse_classes(text: str) -> list[int]:
-    """``"0-9"`` or ``"0,3,5"`` -> class indices."""
-    if "-" in text:
-        a, b = text.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(c) for c in text.split(",")]
+#: the method's defaults, so the study splits and whitens as a default fit does
+HOLDOUT_FRACTION = Detector.common_defaults["holdout_fraction"]
+WHITENING_THRESHOLD = Transformaly.defaults["whitening_threshold"]
 
 
 def pretrained_scores(train: torch.Tensor, *evaluate: torch.Tensor) -> list[np.ndarray]:
@@ -67,11 +62,12 @@ def class_rows(dataset: str, cls: int, seed: int, root: str | None, train_labels
     return members[fit_idx], members[hold_idx], anomaly_rows
 
 
-def study_class(cls: int, rows: tuple[np.ndarray, np.ndarray, np.ndarray],
-                train_feat: dict[int, torch.Tensor], test_feat: torch.Tensor | None,
+def study_class(cls: int, rows: tuple[np.ndarray, np.ndarray, np.ndarray], needed: np.ndarray,
+                train_feat: torch.Tensor, test_feat: torch.Tensor | None,
                 test_labels: np.ndarray | None) -> dict:
-    """Validation (and test) AUROC of the pretrained density of class ``cls``."""
-    fit, hold, anom = (torch.stack([train_feat[int(i)] for i in r]) for r in rows)
+    """Validation (and test) AUROC of the pretrained density of class ``cls``; ``train_feat``
+    (len(needed), D) holds the features of the sorted training rows ``needed``."""
+    fit, hold, anom = (train_feat[torch.from_numpy(np.searchsorted(needed, r))] for r in rows)
     scored = pretrained_scores(fit, hold, anom, *([] if test_feat is None else [test_feat]))
     val_labels = np.r_[np.zeros(len(hold)), np.ones(len(anom))]
     out = {"class": cls, "n_train": len(fit), "n_holdout": len(hold),
@@ -83,20 +79,20 @@ def study_class(cls: int, rows: tuple[np.ndarray, np.ndarray, np.ndarray],
 
 
 def pooled_features(teacher: torch.nn.Module, images: np.ndarray, rows: np.ndarray, size: int,
-                    batch_size: int, what: str) -> tuple[dict[int, torch.Tensor], float]:
-    """{row: pooled feature (D,)} of ``images[rows]`` and the seconds it took."""
+                    batch_size: int, what: str) -> tuple[torch.Tensor, float]:
+    """Pooled features (len(rows), D) of ``images[rows]`` and the seconds they took."""
     subset = NoveltyImageSet(images[rows], np.zeros(len(rows), np.int64),
                              [f"{what}/{i:05d}" for i in rows], what)
     t0 = time.perf_counter()
     feats, _ = block_features(teacher, subset, size, (), batch_size, "cpu", None, False, what)
-    return dict(zip(rows.tolist(), feats, strict=True)), round(time.perf_counter() - t0, 1)
+    return feats, round(time.perf_counter() - t0, 1)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=("cifar10", "fashion-mnist", "mnist"), required=True)
     ap.add_argument("--backbone", default="efficientnet_lite0",
-                    choices=("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"))
+                    choices=LITE_TEACHERS)
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--classes", default="0-9")
     ap.add_argument("--seed", type=int, default=0)
@@ -110,7 +106,7 @@ def main() -> None:
     commit = args.commit or git_commit()  # read at start: the run is long
     t_start = time.perf_counter()
     teacher = create_block_teacher(args.backbone, None, args.image_size).eval()
-    classes = parse_classes(args.classes)
+    classes = [int(c) for c in parse_classes(args.classes, args.dataset)]
     train_images, train_labels = load_split(args.dataset, "train", args.data_root)
     rows = {c: class_rows(args.dataset, c, args.seed, args.data_root, train_labels)
             for c in classes}
@@ -123,13 +119,12 @@ def main() -> None:
     test_feat = test_labels = None
     if args.test:
         test_images, test_labels = load_split(args.dataset, "test", args.data_root)
-        by_row, seconds["test"] = pooled_features(teacher, test_images,
-                                                  np.arange(len(test_images)), args.image_size,
-                                                  args.batch_size, "test")
-        test_feat = torch.stack([by_row[i] for i in range(len(test_images))])
+        test_feat, seconds["test"] = pooled_features(teacher, test_images,
+                                                     np.arange(len(test_images)),
+                                                     args.image_size, args.batch_size, "test")
     per_class = []
     for c in classes:
-        row = study_class(c, rows[c], train_feat, test_feat, test_labels)
+        row = study_class(c, rows[c], needed, train_feat, test_feat, test_labels)
         per_class.append(row)
         print(f"class {c}: validation {100 * row['validation_auroc']:.2f}"
               + (f", test {100 * row['test_auroc']:.2f}" if args.test else ""), flush=True)
