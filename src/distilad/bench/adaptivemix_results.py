@@ -28,7 +28,7 @@ GAN_METHODS = {"edegan", "pkdgan"}
 METHOD_NAMES = {"edegan": "EDE-GAN", "pkdgan": "P-KDGAN", "rd": "RD", "transformaly": "Transformaly"}
 #: parameters that do not change what a run trains (or are the ablated switch itself)
 _NOT_COMPARED = {"feature_cache", "teacher_cache", "progress", "score_batch_size", "device", "seed",
-                 "validation_curve"}
+                 "validation_curve", "max_cached_mb"}
 #: the verdict's threshold on the mean paired difference, in AUROC points
 MIN_EFFECT_POINTS = 0.5
 _SHOWN_PARAMS = ("backbone", "image_size", "epochs", "teacher_epochs", "step1_epochs",

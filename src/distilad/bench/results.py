@@ -229,7 +229,8 @@ def _seed_means(recs: list[dict[str, Any]], seeds: list[int], n_classes: int,
 
 
 # comparisons: runs of one method that differ in one parameter only
-_IGNORED = {"feature_cache", "teacher_cache", "progress", "score_batch_size", "device", "seed"}
+_IGNORED = {"feature_cache", "teacher_cache", "progress", "score_batch_size", "device", "seed",
+            "max_cached_mb"}
 COMPARISONS = {"edegan": "batch_size", "pkdgan": "schedule"}
 PKDGAN_CLAIM = {"cifar10": 2.44, "mnist": 1.77, "fashion-mnist": 1.73}  # two-step - alone, points
 

@@ -18,6 +18,7 @@ from distilad.data import ImageSet
 from distilad.data.transforms import iter_batches, stack_images
 from distilad.detector import Detector, PretrainedTeacher, register
 from distilad.errors import DataError, DistiladError
+from distilad.memory import cache_budget_bytes
 from distilad.methods.transformaly.density import Gaussian, Whitening
 from distilad.methods.transformaly.model import (
     CloneStudent,
@@ -72,7 +73,7 @@ class Transformaly(PretrainedTeacher, Detector):
         "precise_bn": True,
         "score_batch_size": 64,
         "feature_cache": None,
-        "max_cached_mb": 2048.0,
+        "max_cached_mb": "auto",
         **adaptivemix.PARAM_DEFAULTS,
     }
     param_specs = {
@@ -93,8 +94,9 @@ class Transformaly(PretrainedTeacher, Detector):
         "score_batch_size": AutoOr(Int(min=1)),
         "feature_cache": Path("folder"),
         # teacher boundaries of the training set are kept in memory when they fit in this many
-        # MB, else recomputed every batch; 0 = always recompute
-        "max_cached_mb": Float(0.0),
+        # MB, else recomputed every batch; 0 = always recompute; "auto": half the memory
+        # available when the fit starts (distilad.memory)
+        "max_cached_mb": AutoOr(Float(0.0)),
         # AdaptiveMix's student form: each clone's output on mixed normal images pulled to the
         # mixed teacher block outputs (methods/README-adaptivemix.md)
         **adaptivemix.param_specs(),
@@ -244,7 +246,7 @@ class Transformaly(PretrainedTeacher, Detector):
     def _fits_in_memory(self, images: ImageSet, keep: tuple[int, ...]) -> bool:
         """Whether the teacher boundaries ``keep`` of ``images`` fit in ``max_cached_mb``."""
         per_image = boundary_bytes(self.teacher, int(self.params["image_size"]), keep, self.device)
-        return len(images) * per_image <= float(self.params["max_cached_mb"]) * 1e6
+        return len(images) * per_image <= cache_budget_bytes(self.params["max_cached_mb"])
 
     def _boundaries(self, images: ImageSet, parts: dict[int, torch.Tensor], idx: torch.Tensor,
                     keep: tuple[int, ...]) -> dict[int, torch.Tensor]:
