@@ -22,6 +22,12 @@ PAPER: dict[tuple[str, str, str, str, str], tuple[float, str]] = {
     ("edegan", "mnist", "one-class", "mean", "image_auroc"): (0.9725, "P-KDGAN (PwC)"),
     ("edegan", "fashion-mnist", "one-class", "mean", "image_auroc"): (0.9293, "P-KDGAN (PwC)"),
     ("edegan", "cifar10", "one-class", "mean", "image_auroc"): (0.7305, "P-KDGAN (PwC)"),
+    # Transformaly (CVPRW 2022), ViT-B/16-384, unimodal mean of the sum, as quoted by a later
+    # paper's table ([sec] in ../shared/papers/transformaly.md; per-class and multimodal tables
+    # not reachable)
+    ("transformaly", "cifar10", "one-class", "mean", "image_auroc"): (0.983, "Transformaly [sec]"),
+    ("transformaly", "fashion-mnist", "one-class", "mean", "image_auroc"):
+        (0.944, "Transformaly [sec]"),
 }
 
 
