@@ -216,3 +216,38 @@ def test_teacher_study_section_one_row_per_configuration_test_only_where_read() 
     # a validation-only run shows no test figure
     assert lite2[:6] == ["lite2", "224", "85.00", "95.00", "**90.00**", "-"]
     assert _rows(text, "### mnist, classes 0, 1, seed 0")[0][4] == "**55.00**"
+
+
+def _novelty_run(method: str, config: str, cls: int, seed: int, auroc: float,
+                 protocol: str = "one-class") -> dict[str, Any]:
+    return {"method": method, "dataset": "cifar10", "protocol": protocol, "category": str(cls),
+            "seed": seed, "config": config, "params": {"seed": seed},
+            "metrics": {"image_auroc": auroc}, "train_seconds": 10.0 * (1 + seed),
+            "inference_ms_per_image": 2.0, "device": "cpu"}
+
+
+def test_novelty_summary_puts_the_reported_configurations_side_by_side() -> None:
+    """One column per method in its reported configuration (first matching name wins, others
+    ignored); class cells are means over seeds, the best bold; the mean row counts only seeds
+    with all 10 classes; a (dataset, protocol) with one method has no table."""
+    from distilad.bench.novelty_summary import novelty_summary_section
+
+    runs = [_novelty_run("rd", "nd32-e5-cos", c, s, 0.80 + 0.01 * c + 0.02 * s)
+            for c in range(10) for s in (0, 1)]
+    runs += [_novelty_run("rd", "nd32-e5-cos", c, 2, 0.5) for c in range(9)]  # incomplete seed
+    runs += [_novelty_run("rd", "nd32-e5", c, 0, 0.99) for c in range(10)]  # not reported
+    runs += [_novelty_run("pkdgan", f"two-step-t15-s10-5-w{w}", c, 0, v)
+             for c in range(10) for w, v in (("12z8", 0.6), ("2z4", 0.1))]
+    runs += [_novelty_run("rd", "nd32-e1", c, 0, 0.7, "one-class-anomalous") for c in range(10)]
+    text = "\n".join(novelty_summary_section(runs))
+    rows = _rows(text, "### cifar10 · one-class")
+    assert rows[0] == ["0", "60.00", "**70.67**"]  # seeds 0, 1 and the incomplete seed 2
+    assert rows[9] == ["9", "60.00", "**90.00**"]  # seed 2 has no class 9
+    assert rows[10] == ["**mean**", "60.00", "85.50 ± 1.41"]
+    assert rows[11] == ["paper (mean)", "73.0", "86.5"]
+    assert rows[12] == ["seeds with 10 classes", "1", "2"]
+    assert rows[13] == ["train s / run", "10", "20"]  # (10 + 20) x 10 + 30 x 9, over 29 runs
+    assert ("Configurations: P-KDGAN two-step student `two-step-t15-s10-5-w12z8`, "
+            "RD `nd32-e5-cos`") in text
+    assert "one-class-anomalous" not in text
+    assert novelty_summary_section(runs[:20]) == []

@@ -16,6 +16,7 @@ import numpy as np
 from distilad.bench.adaptivemix_results import adaptivemix_ablation_section
 from distilad.bench.choices import choices_section
 from distilad.bench.curves import curves_section
+from distilad.bench.novelty_summary import novelty_summary_section
 from distilad.bench.ood_results import ood_adaptivemix_section
 from distilad.bench.paper_values import paper_value
 from distilad.bench.record import mean_std_text, read_json, record_metric
@@ -541,6 +542,7 @@ def render(records: list[dict[str, Any]]) -> str:
         lines += [f"## {method}", ""]
         for key in sorted(k for k in groups if k[0] == method):
             lines += sweep_section(groups[key])
+    lines += novelty_summary_section(runs)
     lines += comparison_sections(runs)
     lines += adaptivemix_ablation_section(runs)
     lines += choices_section(runs)
