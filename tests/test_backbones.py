@@ -245,3 +245,40 @@ def test_weights_file_is_never_unpickled_as_code(tmp_path: Path) -> None:
     with pytest.raises(DistiladError, match="evil.pth"):
         load_state_dict_file(path)
     assert not Path("/nonexistent-distilad-test").exists()
+
+
+def test_cache_entry_not_written_without_room(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache entry that would fill the disk, or whose write fails, is skipped with a
+    CacheWarning: no entry, no temp file, and the caller goes on."""
+    import shutil
+    from collections import namedtuple
+
+    import safetensors.torch
+
+    from distilad.backbones import cache
+    from distilad.errors import CacheWarning
+
+    tensors = {"f0": torch.ones(1000, 250)}  # 1 MB
+    path = tmp_path / "entry.safetensors"
+    usage = namedtuple("usage", "total used free")
+    real = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(cache.shutil, "disk_usage",
+                        lambda p: usage(real.total, real.used, int(cache.DISK_HEADROOM + 5e5)))
+    with pytest.warns(CacheWarning, match="needs 0.0 GB"):
+        assert cache.write_entry(path, tensors) is False
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(cache.shutil, "disk_usage",
+                        lambda p: usage(real.total, real.used, int(cache.DISK_HEADROOM + 2e6)))
+
+    def full_disk(t: dict, name: str) -> None:
+        Path(name).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.warns(CacheWarning, match="No space left"):
+        assert cache.write_entry(path, tensors) is False
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert cache.write_entry(path, tensors) is True
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.safetensors"]

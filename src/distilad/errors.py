@@ -27,6 +27,11 @@ class DistiladWarning(UserWarning):
     """Something a user should know that does not stop the work; the CLI prints it once."""
 
 
+class CacheWarning(DistiladWarning):
+    """A teacher-feature cache entry was not written (no room on its disk, or the write
+    failed); the run goes on with the features in memory, and the next run computes them again."""
+
+
 class CalibrationWarning(DistiladWarning):
     """The threshold was set from fewer held-out normal images than ``target_fpr`` needs; the CLI
     prints it as one ``distilad: warning:`` line."""

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -32,6 +34,7 @@ from tqdm.auto import tqdm
 from distilad.backbones.base import Teacher
 from distilad.data.base import ImageSet, SubsetImageSet
 from distilad.data.transforms import iter_batches
+from distilad.errors import CacheWarning
 
 #: at most this many input pixels per teacher batch: 16 images at 256 px (as ``fit`` scores),
 #: 256 at 64 px. Measured on CPU (efficientnet_lite1, 256 px, 83 images): the teacher's
@@ -92,6 +95,8 @@ def root_and_rows(images: ImageSet) -> tuple[ImageSet, torch.Tensor | None]:
 
 
 _Entry = TypeVar("_Entry")
+#: free space, in bytes, a new cache entry must leave on its disk
+DISK_HEADROOM = 1e9
 
 
 def read_entry(path: Path, read: Callable[[Path], _Entry]) -> _Entry | None:
@@ -106,15 +111,34 @@ def read_entry(path: Path, read: Callable[[Path], _Entry]) -> _Entry | None:
         return None
 
 
-def write_entry(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def write_entry(path: Path, tensors: dict[str, torch.Tensor]) -> bool:
     """Save ``tensors`` as the safetensors file ``path``, atomically (temp file + rename), so an
-    interrupted run never leaves a half-written entry."""
+    interrupted run never leaves a half-written entry. An entry that would leave less than
+    :data:`DISK_HEADROOM` bytes free on its disk, or whose write fails (a full disk, a read-only
+    folder), is not written: a :class:`CacheWarning` says so and the run goes on. Returns
+    whether the entry was written."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    needed = sum(t.numel() * t.element_size() for t in tensors.values())
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        if needed + DISK_HEADROOM > free:
+            warnings.warn(f"feature cache: not written, the entry needs {needed / 1e9:.1f} GB and "
+                          f"{path.parent} has {free / 1e9:.1f} GB free (keeping "
+                          f"{DISK_HEADROOM / 1e9:.0f} GB); the run goes on without it",
+                          CacheWarning, stacklevel=2)
+            return False
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+    except OSError as e:
+        warnings.warn(f"feature cache: not written ({e}); the run goes on without it",
+                      CacheWarning, stacklevel=2)
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 def _load(path: Path, rows: torch.Tensor | None) -> list[torch.Tensor]:
