@@ -50,3 +50,31 @@ def test_a_lead_below_one_discordant_pair_is_flagged_weak():
     assert "Weak choice" in weak and "0.25 points" in weak
     clear = "\n".join(study_table(STUDY, [_run("cfg-a", 0.96, 0.9), _run("cfg-b", 0.95, 0.9)]))
     assert "Weak choice" not in clear
+
+
+def test_cheaper_within_prefers_the_first_candidate_unless_another_leads_on_some_dataset():
+    study = Study("epochs", "rd", ("mvtec", "elpv"), "mvtec",
+                  (("e1", "cfg-a", "image_auroc", "image_auroc"),
+                   ("e5", "cfg-b", "image_auroc", "image_auroc")), cheaper_within=0.5)
+
+    def runs(a: tuple[float, float], b: tuple[float, float]) -> list[dict]:
+        out = []
+        for ds, va, vb in zip(("mvtec", "elpv"), a, b, strict=True):
+            for cfg, v in (("cfg-a", va), ("cfg-b", vb)):
+                r = _run(cfg, v, 0.5)
+                r["dataset"] = ds
+                out.append(r)
+        return out
+
+    # b better on both by 0.4 points: still a (the cheaper)
+    assert _chosen(study_table(study, runs((0.800, 0.600), (0.804, 0.604)))) == "e1"
+    # b better by 0.6 points on one dataset only: b (the only other), although a leads the mean
+    lines = study_table(study, runs((0.900, 0.600), (0.800, 0.606)))
+    assert _chosen(lines) == "e5"
+    assert "Decided by cost" in "\n".join(lines)
+    # a validation-only run (no test metrics) counts, its test cell is '-'
+    val_only = runs((0.8, 0.6), (0.8, 0.6))
+    for r in val_only:
+        del r["metrics"]
+    lines = study_table(study, val_only)
+    assert _chosen(lines) == "e1" and "| - |" in "\n".join(lines)

@@ -545,7 +545,7 @@ def render(records: list[dict[str, Any]]) -> str:
     lines += novelty_summary_section(runs)
     lines += comparison_sections(runs)
     lines += adaptivemix_ablation_section(runs)
-    lines += choices_section(runs)
+    lines += choices_section(runs + val_runs)  # validation-only runs decide too
     lines += curves_section(runs)
     if val_runs:
         lines += ["## Validation-only runs (test split never read)", "",
