@@ -173,6 +173,36 @@ def test_protocols_on_synthetic_data(tmp_path: Path) -> None:
     assert oa.anomalous_classes == (2,) and len(oa.normal_classes) == 9
 
 
+def test_multimodal_training_sets_are_rows_of_one_split(tmp_path: Path) -> None:
+    """one-class-anomalous: the training set is rows of the whole training split (one set per
+    process), so every class's run reads the same teacher-feature cache entry; its images,
+    names and labels are those of the rows; one-class keeps a set of its own."""
+    from distilad.backbones.cache import root_and_rows
+
+    make_fake_idx(tmp_path, "FashionMNIST", compress=False)
+    images, train_y = nv.load_split("fashion-mnist", "train", tmp_path)
+    a2 = nv.make_novelty_split("fashion-mnist", "one-class-anomalous", 2, tmp_path)
+    a5 = nv.make_novelty_split("fashion-mnist", "one-class-anomalous", 5, tmp_path)
+    root2, rows2 = root_and_rows(a2.train)
+    root5, rows5 = root_and_rows(a5.train)
+    assert root2 is root5 and len(root2) == len(train_y)
+    np.testing.assert_array_equal(rows2.numpy(), np.flatnonzero(train_y != 2))
+    np.testing.assert_array_equal(rows5.numpy(), np.flatnonzero(train_y != 5))
+    k = int(rows2[3])
+    np.testing.assert_array_equal(a2.train.image(3)[..., 0], (images[k] / np.float32(255)))
+    assert a2.train.names[3] == f"train/{k:05d}" and (a2.train.labels == 0).all()
+    assert a2.train.description == "fashion-mnist/train/one-class-anomalous/2"
+    assert a2.train.fingerprint != a5.train.fingerprint
+    # a held-out split of it is a chain of subsets with the same root
+    from distilad.data.base import SubsetImageSet
+
+    part = SubsetImageSet(a2.train, [0, 5, 7])
+    root, rows = root_and_rows(part)
+    assert root is root2 and rows.tolist() == [int(rows2[i]) for i in (0, 5, 7)]
+    one = nv.make_novelty_split("fashion-mnist", "one-class", 2, tmp_path)
+    assert root_and_rows(one.train)[0] is one.train
+
+
 def _write_cifar_pickles(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(1)
     d = root / "cifar-10-batches-py"

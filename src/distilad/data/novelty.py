@@ -57,7 +57,7 @@ import numpy as np
 
 from distilad.errors import DataError
 
-from .base import ArrayImageSet
+from .base import ArrayImageSet, SubsetImageSet
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10")
 PROTOCOLS: tuple[str, ...] = ("one-class", "one-class-anomalous")
@@ -390,6 +390,7 @@ def load_split(
 def clear_cache() -> None:
     """Forget the splits memoised by :func:`load_split` (the on-disk cache stays)."""
     _load_cached.cache_clear()
+    _whole_split.cache_clear()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -419,12 +420,46 @@ class NoveltyImageSet(ArrayImageSet):
         return self._fingerprint
 
 
+class NoveltySubset(SubsetImageSet):
+    """Rows ``indices`` of a whole split (:func:`whole_split`) with their own labels and
+    description. The multimodal training set is one: nine tenths of the training split, whose
+    teacher features are then served by the split's cache entry (one entry for all ten classes,
+    computed once) instead of an entry per class of nearly the same size."""
+
+    def __init__(self, parent: NoveltyImageSet, indices: np.ndarray, labels: np.ndarray,
+                 description: str):
+        super().__init__(parent, [int(i) for i in indices])
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.description = description
+
+    @property
+    def fingerprint(self) -> str:
+        labels = hashlib.sha1(self.labels.tobytes()).hexdigest()[:12]
+        return f"novelty:{self.description}:{super().fingerprint}:{labels}"
+
+
+@functools.lru_cache(maxsize=8)
+def _whole_split(dataset: str, split: str, root: str) -> NoveltyImageSet:
+    images, labels = _load_cached(dataset, split, root)
+    return NoveltyImageSet(images, labels=labels,
+                           names=[f"{split}/{i:05d}" for i in range(len(images))],
+                           description=f"{dataset}/{split}")
+
+
+def whole_split(dataset: str, split: str, root: str | Path | None = None) -> NoveltyImageSet:
+    """All images of one split with their class labels, as one set (memoised per process, so
+    its content fingerprint is hashed once)."""
+    _check(dataset, split)
+    return _whole_split(dataset, split, str(data_root(root).resolve()))
+
+
 @dataclass
 class NoveltySplit:
     """A one-class novelty benchmark: normal-only training images and a labelled test set."""
 
-    #: normal training images only (labels all 0)
-    train: ArrayImageSet
+    #: normal training images only (labels all 0); under ``one-class-anomalous`` a
+    #: :class:`NoveltySubset` of the whole training split
+    train: ArrayImageSet | NoveltySubset
     #: the whole test split, labels 0 normal / 1 anomalous (None when not read)
     test: ArrayImageSet | None
     dataset: str
@@ -490,12 +525,20 @@ def make_novelty_split(
         what = f"anomalous class {cls} ({names_of[cls]!r})"
 
     name = f"{dataset}/{protocol}/{cls}"
-    train = NoveltyImageSet(
-        train_images[keep],
-        labels=np.zeros(len(keep), dtype=np.int64),
-        names=[f"train/{i:05d}" for i in keep],
-        description=f"{dataset}/train/{protocol}/{cls}",
-    )
+    train: ArrayImageSet | NoveltySubset
+    if protocol == "one-class":
+        # a tenth of the split: its own array (and cache entry), so one class's run never
+        # pays the teacher for the whole split
+        train = NoveltyImageSet(
+            train_images[keep],
+            labels=np.zeros(len(keep), dtype=np.int64),
+            names=[f"train/{i:05d}" for i in keep],
+            description=f"{dataset}/train/{protocol}/{cls}",
+        )
+    else:
+        train = NoveltySubset(whole_split(dataset, "train", root), keep,
+                              labels=np.zeros(len(keep), dtype=np.int64),
+                              description=f"{dataset}/train/{protocol}/{cls}")
     test_set = NoveltyImageSet(
         test_images,
         labels=test_y,
