@@ -107,20 +107,26 @@ gan_lane() {  # $@ datasets
   for ds in "$@"; do batch_study "$ds" || return; done
   for ds in "$@"; do validated_length "$ds" || return; done
 }
+# Transformaly's max_cached_mb per worker: its "auto" default sizes one process by the memory
+# free when it starts, so workers started together would each count all of it (15 multimodal or
+# Lite2 runs: over 128 GB); a fixed share keeps the sum bounded (teacher boundaries over it are
+# recomputed per batch, cheap on a GPU; the scores do not depend on it)
+TF_CACHE_MB=${TF_CACHE_MB:-2048}
 tf_lane() {  # $1 dataset: unimodal 3 seeds, multimodal 1 seed, paper size (384 px) on class 0
   for seed in 0 1 2; do
     bench --method transformaly --dataset "$1" --classes $CLASSES --seeds $seed \
-        --name default || return
+        --name default --set max_cached_mb=$TF_CACHE_MB || return
   done
   bench --method transformaly --dataset "$1" --protocol one-class-anomalous \
-      --classes $CLASSES --seeds 0 --name default || return
+      --classes $CLASSES --seeds 0 --name default --set max_cached_mb=$TF_CACHE_MB || return
   bench --method transformaly --dataset "$1" --classes 0 --seeds 0 --name s384 \
-      --set image_size=384 || return
+      --set image_size=384 --set max_cached_mb=$TF_CACHE_MB || return
 }
 
 tf_teacher_lane() {  # $1 dataset (methods/transformaly/README.md, "Teacher and size, second round")
   bench --method transformaly --dataset "$1" --classes $CLASSES --seeds 0 --name lite2-s224 \
-      --set backbone='"efficientnet_lite2"' --set image_size=224 || return
+      --set backbone='"efficientnet_lite2"' --set image_size=224 \
+      --set max_cached_mb=$TF_CACHE_MB || return
 }
 
 decode_cifar() {  # decode CIFAR-10's JPEG tree once into the shared array cache, before workers
