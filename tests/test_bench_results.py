@@ -239,6 +239,7 @@ def test_novelty_summary_puts_the_reported_configurations_side_by_side() -> None
     runs += [_novelty_run("pkdgan", f"two-step-t15-s10-5-w{w}", c, 0, v)
              for c in range(10) for w, v in (("12z8", 0.6), ("2z4", 0.1))]
     runs += [_novelty_run("rd", "nd32-e1", c, 0, 0.7, "one-class-anomalous") for c in range(10)]
+    runs += [_novelty_run("transformaly", "e1", 0, 0, 0.8, "one-class-anomalous")]
     text = "\n".join(novelty_summary_section(runs))
     rows = _rows(text, "### cifar10 · one-class")
     assert rows[0] == ["0", "60.00", "**70.67**"]  # seeds 0, 1 and the incomplete seed 2
@@ -249,5 +250,8 @@ def test_novelty_summary_puts_the_reported_configurations_side_by_side() -> None
     assert rows[13] == ["train s / run", "10", "20"]  # (10 + 20) x 10 + 30 x 9, over 29 runs
     assert ("Configurations: P-KDGAN two-step student `two-step-t15-s10-5-w12z8`, "
             "RD `nd32-e5-cos`") in text
-    assert "one-class-anomalous" not in text
+    multimodal = _rows(text, "### cifar10 · one-class-anomalous")
+    assert multimodal[0] == ["0", "70.00", "**80.00**"]
+    assert multimodal[1] == ["1", "70.00", ""]  # no comparison, nothing bold
+    assert multimodal[10] == ["**mean**", "70.00", "-"]  # an incomplete sweep has no mean
     assert novelty_summary_section(runs[:20]) == []

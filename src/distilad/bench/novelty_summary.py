@@ -95,8 +95,9 @@ def _table(dataset: str, protocol: str, columns: list[tuple[str, str, list[dict[
              "|---|" + "---|" * len(columns)]
     for c in classes:
         cells = [f"{100 * m[c]:.2f}" if c in m else "" for m in per_class]
-        best = max((m[c] for m in per_class if c in m), default=None)
-        cells = [f"**{cell}**" if c in m and m[c] == best and len(columns) > 1 else cell
+        present = [m[c] for m in per_class if c in m]
+        best = max(present) if len(present) > 1 else None  # bold only a comparison
+        cells = [f"**{cell}**" if c in m and m[c] == best else cell
                  for cell, m in zip(cells, per_class, strict=True)]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     means = [_seed_means(recs, n_classes) for _, _, recs in columns]
