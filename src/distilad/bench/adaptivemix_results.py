@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from distilad.bench.record import mean_std_text, record_metric
+from distilad.bench.record import RUN_ONLY_PARAMS, mean_std_text, record_metric
 
 #: paired differences: the mean's sign always shown
 _signed = partial(mean_std_text, signed=True)
@@ -27,8 +27,7 @@ SUFFIX = "-adaptivemix"
 GAN_METHODS = {"edegan", "pkdgan"}
 METHOD_NAMES = {"edegan": "EDE-GAN", "pkdgan": "P-KDGAN", "rd": "RD", "transformaly": "Transformaly"}
 #: parameters that do not change what a run trains (or are the ablated switch itself)
-_NOT_COMPARED = {"feature_cache", "teacher_cache", "progress", "score_batch_size", "device", "seed",
-                 "validation_curve", "max_cached_mb"}
+_NOT_COMPARED = RUN_ONLY_PARAMS | {"validation_curve"}
 #: the verdict's threshold on the mean paired difference, in AUROC points
 MIN_EFFECT_POINTS = 0.5
 _SHOWN_PARAMS = ("backbone", "image_size", "epochs", "teacher_epochs", "step1_epochs",

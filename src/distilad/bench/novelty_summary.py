@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from distilad.bench.paper_values import paper_value
-from distilad.bench.record import mean_std_text
+from distilad.bench.record import mean_std_text, record_metric, seed_means
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
 PROTOCOLS = ("one-class", "one-class-anomalous")
@@ -52,14 +52,6 @@ def _class_means(recs: list[dict[str, Any]]) -> dict[str, float]:
     for r in recs:
         by_class[str(r["category"])].append(r["metrics"]["image_auroc"])
     return {c: float(np.mean(v)) for c, v in by_class.items()}
-
-
-def _seed_means(recs: list[dict[str, Any]], n_classes: int) -> list[float]:
-    """Mean AUROC over the classes, per seed that has all ``n_classes``."""
-    by_seed: dict[int, dict[str, float]] = defaultdict(dict)
-    for r in recs:
-        by_seed[r["seed"]][str(r["category"])] = r["metrics"]["image_auroc"]
-    return [float(np.mean(list(v.values()))) for v in by_seed.values() if len(v) == n_classes]
 
 
 def novelty_summary_section(runs: list[dict[str, Any]]) -> list[str]:
@@ -100,7 +92,8 @@ def _table(dataset: str, protocol: str, columns: list[tuple[str, str, list[dict[
         cells = [f"**{cell}**" if c in m and m[c] == best else cell
                  for cell, m in zip(cells, per_class, strict=True)]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    means = [_seed_means(recs, n_classes) for _, _, recs in columns]
+    means = [seed_means(recs, sorted({r['seed'] for r in recs}), n_classes,
+                        lambda r: record_metric(r, "image_auroc")) for _, _, recs in columns]
     lines.append("| **mean** | " + " | ".join(mean_std_text(v) if v else "-" for v in means)
                  + " |")
     papers = []

@@ -232,3 +232,21 @@ def write_speed_record(path: str | Path, *, model: str, method: str, dataset: st
     for k, v in speed.items():
         print(f"{k:32s} {v:.3f}" if isinstance(v, float) else f"{k:32s} {v}")
     return record
+
+
+#: parameters that change how a run computes, never what it trains or scores: left out when runs
+#: are compared or paired
+RUN_ONLY_PARAMS = frozenset({"feature_cache", "teacher_cache", "progress", "score_batch_size",
+                             "device", "seed", "max_cached_mb"})
+
+
+def seed_means(recs: list[dict[str, Any]], seeds: list[int], n_classes: int,
+                value: Any) -> list[float]:
+    """Per seed with every class present: the mean over classes of ``value(record)`` (NaN-free
+    classes only); one value per such seed (format with ``mean_std_text``)."""
+    out = []
+    for s in seeds:
+        vals = [value(r) for r in recs if r["seed"] == s]
+        if len(vals) == n_classes and not all(math.isnan(v) for v in vals):
+            out.append(float(np.nanmean(vals)))
+    return out

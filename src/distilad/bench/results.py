@@ -19,7 +19,13 @@ from distilad.bench.curves import curves_section
 from distilad.bench.novelty_summary import novelty_summary_section
 from distilad.bench.ood_results import ood_adaptivemix_section
 from distilad.bench.paper_values import paper_value
-from distilad.bench.record import mean_std_text, read_json, record_metric
+from distilad.bench.record import (
+    RUN_ONLY_PARAMS,
+    mean_std_text,
+    read_json,
+    record_metric,
+    seed_means,
+)
 from distilad.bench.surface_results import surface_study_section
 from distilad.bench.teacher_study_results import teacher_study_section
 
@@ -167,7 +173,7 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
         cells = [cls, str(len(rs))]
         for k, _ in present:
             if mean_row:
-                cells += [mean_std_text(_seed_means(recs, seeds, len(by_class), _test_metric(k))),
+                cells += [mean_std_text(seed_means(recs, seeds, len(by_class), _test_metric(k))),
                           _paper(method, dataset, protocol, "mean", k) if full else ""]
             else:
                 cells += [mean_std_text([_test_metric(k)(r) for r in rs]),
@@ -175,7 +181,7 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
             if elpv:  # no paper values: no paper column
                 cells.pop()
         for k, _ in val_present:
-            cells.append(mean_std_text(_seed_means(recs, seeds, len(by_class), _val_metric(k)) if mean_row
+            cells.append(mean_std_text(seed_means(recs, seeds, len(by_class), _val_metric(k)) if mean_row
                               else [_val_metric(k)(r) for r in rs]))
         if show_flops:
             cells.append("" if mean_row else
@@ -217,21 +223,7 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
     return lines
 
 
-def _seed_means(recs: list[dict[str, Any]], seeds: list[int], n_classes: int,
-                value: Any) -> list[float]:
-    """Per seed with every class present: the mean over classes of ``value(record)`` (NaN-free
-    classes only); one value per such seed (format with ``_fmt``)."""
-    out = []
-    for s in seeds:
-        vals = [value(r) for r in recs if r["seed"] == s]
-        if len(vals) == n_classes and not all(math.isnan(v) for v in vals):
-            out.append(float(np.nanmean(vals)))
-    return out
-
-
 # comparisons: runs of one method that differ in one parameter only
-_IGNORED = {"feature_cache", "teacher_cache", "progress", "score_batch_size", "device", "seed",
-            "max_cached_mb"}
 COMPARISONS = {"edegan": "batch_size", "pkdgan": "schedule"}
 PKDGAN_CLAIM = {"cifar10": 2.44, "mnist": 1.77, "fashion-mnist": 1.73}  # two-step - alone, points
 
@@ -257,7 +249,7 @@ def comparison_sections(runs: list[dict[str, Any]]) -> list[str]:
         if vary is None or vary not in r.get("params", {}):
             continue
         rest = tuple(sorted((k, str(v)) for k, v in r["params"].items()
-                            if k not in _IGNORED and k != vary))
+                            if k not in RUN_ONLY_PARAMS and k != vary))
         groups[(r["method"], r["dataset"], r["protocol"], rest)].append(r)
     for (method, dataset, protocol, rest), recs in sorted(groups.items(), key=lambda kv: kv[0][:3]):
         vary = COMPARISONS[method]
