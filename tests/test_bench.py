@@ -4,6 +4,8 @@ teacher-feature cache that sweeps rely on."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -347,6 +349,55 @@ def test_teacher_features_cache(tmp_path: Path, rnd_teacher, monkeypatch: pytest
               str(entries[0]))
     old = teacher_features(rnd_teacher, images.subset([2]), 32, cache_dir=cache)
     assert len(old) == 3 and torch.equal(old[2], f0[2][[2]])
+
+
+def test_read_rows_reads_only_the_rows_asked_for(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import save_file
+
+    import distilad.backbones.cache as cache_mod
+    from distilad.backbones.cache import entry_names, read_rows
+
+    g = torch.Generator().manual_seed(0)
+    t = {"a": torch.randn(50, 3, 4, generator=g), "i": torch.arange(20, dtype=torch.int64),
+         "h": torch.randn(9, 2, generator=g).to(torch.bfloat16)}
+    path = tmp_path / "e.safetensors"
+    save_file(t, str(path))
+    assert sorted(entry_names(path)) == ["a", "h", "i"]
+    monkeypatch.setattr(cache_mod, "_READ_CHUNK", 100)  # several reads per run of rows
+    for rows in (None, [3, 4, 5, 9, 1, 2, 2, 49, 0], [], list(range(49, -1, -1)),
+                 list(range(10, 40)), torch.randperm(50, generator=g)[:30].tolist()):
+        idx = None if rows is None else torch.tensor(rows, dtype=torch.long)
+        got = read_rows(path, "a", idx)
+        assert got.dtype == torch.float32
+        assert torch.equal(got, t["a"] if idx is None else t["a"][idx]), rows
+    assert torch.equal(read_rows(path, "h", torch.tensor([8, 0])), t["h"][[8, 0]])
+    assert torch.equal(read_rows(path, "i", torch.tensor([19])), torch.tensor([19]))
+    with pytest.raises(IndexError):
+        read_rows(path, "a", torch.tensor([50]))
+    # an entry cut short is an error (read_entry then deletes it), never rows of garbage
+    path.write_bytes(path.read_bytes()[:-64])
+    with pytest.raises(OSError):
+        read_rows(path, "a", None)
+
+
+def test_subset_of_an_entry_costs_the_subset_only(tmp_path: Path) -> None:
+    """Peak memory of reading 90 % of the rows of a 160 MB tensor: the subset (144 MB), not the
+    whole tensor beside it (304 MB, as loading and then indexing did)."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "big.safetensors"
+    save_file({"b2": torch.ones(1000, 40_000)}, str(path))
+    code = ("import resource, torch\n"
+            "from distilad.backbones.cache import read_rows\n"
+            "rows = torch.randperm(1000)[:900]\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            f"x = read_rows(__import__('pathlib').Path({str(path)!r}), 'b2', rows)\n"
+            "assert float(x.sum()) == 900 * 40000\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grown_mb = float(out.stdout.split()[-1])
+    assert grown_mb < 144 * 1.25, grown_mb
 
 
 def test_teacher_batch_is_capped_by_pixels() -> None:

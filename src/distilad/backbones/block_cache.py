@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distilad.backbones.blocks import BlockTeacher
-from distilad.backbones.cache import read_entry, root_and_rows, write_entry
+from distilad.backbones.cache import read_entry, read_rows, root_and_rows, write_entry
 from distilad.data.base import ImageSet
 from distilad.data.transforms import iter_batches
 
@@ -76,13 +76,9 @@ def block_features(
 
 
 def _load(path: Path, keep: Sequence[int], rows: torch.Tensor | None) -> Features:
-    from safetensors import safe_open
-
-    def pick(t: torch.Tensor) -> torch.Tensor:
-        return t if rows is None else t[rows]
-
-    with safe_open(str(path), framework="pt") as f:
-        return pick(f.get_tensor("pooled")), {j: pick(f.get_tensor(f"b{j}")) for j in keep}
+    """The pooled features and the boundaries ``keep`` of an entry, rows ``rows`` only (read
+    from disk row by row: no full copy of a boundary beside the subset's)."""
+    return read_rows(path, "pooled", rows), {j: read_rows(path, f"b{j}", rows) for j in keep}
 
 
 def _compute(teacher: BlockTeacher, images: ImageSet, size: int, keep: Sequence[int],
