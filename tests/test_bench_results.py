@@ -255,3 +255,19 @@ def test_novelty_summary_puts_the_reported_configurations_side_by_side() -> None
     assert multimodal[1] == ["1", "70.00", ""]  # no comparison, nothing bold
     assert multimodal[10] == ["**mean**", "70.00", "-"]  # an incomplete sweep has no mean
     assert novelty_summary_section(runs[:20]) == []
+
+
+def test_parameter_line_names_every_argument_off_its_default() -> None:
+    """The table's parameter line: the usual ones, then every other argument that differs from
+    the method's default today (adaptivemix=True), never run-only ones (device, feature cache)
+    nor data-set ones (channels), and a recorded list equals a default tuple (betas)."""
+    from distilad.bench.results import sweep_section
+
+    rec = _gan_run("0", 0, 0.9, on=True)
+    rec["params"].update(betas=[0.5, 0.999], channels=1, feature_cache="/x", nz=100)
+    rec.update(inference_ms_per_image=1.0, n_train=10, teacher_feature_seconds=0.0, _file="r.json")
+    text = "\n".join(sweep_section([rec]))
+    line = next(x for x in text.splitlines() if x.startswith("Parameters: "))
+    assert line.startswith("Parameters: epochs=15, batch_size=64, nz=100, adaptivemix=True;")
+    for hidden in ("betas", "channels", "device", "feature_cache", "adaptivemix_weight"):
+        assert f"{hidden}=" not in line

@@ -44,6 +44,16 @@ def list_detectors() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def method_defaults(name: str) -> dict[str, Any]:
+    """Every argument of method ``name`` with its default value (as ``get_params`` of a new
+    detector, without building one)."""
+    _import_methods()
+    if name not in _REGISTRY:
+        raise DistiladError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    cls = _REGISTRY[name]
+    return {**cls.common_defaults, **cls.defaults}
+
+
 def create_detector(name: str, **params: Any) -> Detector:
     """A new, unfitted detector of method ``name`` with ``params`` (see each method's README)."""
     _import_methods()

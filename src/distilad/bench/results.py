@@ -5,6 +5,7 @@ Usage: ``python -m distilad.bench.results [results_dir] [RESULTS.md]``.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections import defaultdict
@@ -28,6 +29,7 @@ from distilad.bench.record import (
 )
 from distilad.bench.surface_results import surface_study_section
 from distilad.bench.teacher_study_results import teacher_study_section
+from distilad.detector import method_defaults
 
 METRICS = [("image_auroc", "image AUROC"), ("image_auroc_max_pool", "AUROC max-pool"),
            ("image_auroc_mean_pool", "AUROC mean-pool"), ("pixel_auroc", "pixel AUROC"),
@@ -68,6 +70,10 @@ VALIDATION_METRICS = [("image_auroc", "val. image AUROC"), ("pixel_auroc", "val.
 
 def _test_metric(key: str) -> Any:
     return lambda r: record_metric(r, key)
+
+
+#: arguments whose default ("auto") the training data resolves, recorded as resolved
+_SET_BY_DATA = frozenset({"channels"})
 
 
 def _val_metric(key: str) -> Any:
@@ -141,10 +147,11 @@ def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> 
                         "teacher_epochs", "step1_epochs", "step2_epochs") if k in p]
     if "teacher_epochs" in p and "epochs" in keys:  # P-KDGAN: epochs per phase (old runs: "epochs")
         keys.remove("epochs")
-    # shown only where they differ from the library's defaults
-    keys += [k for k, default in (("preset", "none"), ("holdout_fraction", 0.1),
-                                  ("map_normalization", "none"), ("patch_density", "none"))
-             if k in p and p[k] != default]
+    # every other argument where it differs from the method's default today (left out: the
+    # run-only ones, which do not change the computation, and those the data sets at fit)
+    defaults = json.loads(json.dumps(method_defaults(method)))  # tuples as the records' lists
+    keys += [k for k in sorted(p) if k not in keys and k not in RUN_ONLY_PARAMS
+             and k not in _SET_BY_DATA and k in defaults and p[k] != defaults[k]]
     commits = list(dict.fromkeys(str(r.get("git_commit"))[:12] for r in recs))
     lines.append("Parameters: " + ", ".join(f"{k}={p[k]}" for k in keys) +
                  f"; seeds {seeds}; device {_device_text(r0)}; "
