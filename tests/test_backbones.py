@@ -249,36 +249,48 @@ def test_weights_file_is_never_unpickled_as_code(tmp_path: Path) -> None:
 
 def test_cache_entry_not_written_without_room(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cache entry that would fill the disk, or whose write fails, is skipped with a
+    """A cache entry that would fill the disk, or whose write fails halfway, is skipped with a
     CacheWarning: no entry, no temp file, and the caller goes on."""
     import shutil
     from collections import namedtuple
 
-    import safetensors.torch
-
     from distilad.backbones import cache
     from distilad.errors import CacheWarning
 
-    tensors = {"f0": torch.ones(1000, 250)}  # 1 MB
+    full = torch.arange(2000 * 125, dtype=torch.float32).reshape(2000, 125)  # 1 MB
+
+    def batches():  # two batches of rows, the second first (any order is allowed)
+        yield 1000, 2000, {"f0": full[1000:]}
+        yield 0, 2000, {"f0": full[:1000]}
+
     path = tmp_path / "entry.safetensors"
     usage = namedtuple("usage", "total used free")
     real = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(cache.shutil, "disk_usage",
                         lambda p: usage(real.total, real.used, int(cache.DISK_HEADROOM + 5e5)))
     with pytest.warns(CacheWarning, match="needs 0.0 GB"):
-        assert cache.write_entry(path, tensors) is False
+        assert cache.stream_entry(path, batches()) is False
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(cache.shutil, "disk_usage",
                         lambda p: usage(real.total, real.used, int(cache.DISK_HEADROOM + 2e6)))
+    real_write = cache.EntryWriter.write
+    calls = []
 
-    def full_disk(t: dict, name: str) -> None:
-        Path(name).write_bytes(b"partial")
-        raise OSError(28, "No space left on device")
+    def full_disk(self, name: str, first: int, rows: torch.Tensor) -> None:
+        calls.append(first)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_write(self, name, first, rows)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    monkeypatch.setattr(cache.EntryWriter, "write", full_disk)
     with pytest.warns(CacheWarning, match="No space left"):
-        assert cache.write_entry(path, tensors) is False
-    assert list(tmp_path.iterdir()) == []
+        assert cache.stream_entry(path, batches()) is False
+    assert list(tmp_path.iterdir()) == []  # the partial temp file is gone
     monkeypatch.undo()
-    assert cache.write_entry(path, tensors) is True
+    assert cache.stream_entry(path, batches()) is True
     assert [p.name for p in tmp_path.iterdir()] == ["entry.safetensors"]
+    # a standard safetensors file, whole and in order
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(str(path))["f0"], full)
+    assert torch.equal(cache.read_rows(path, "f0", torch.tensor([1999, 3])), full[[1999, 3]])

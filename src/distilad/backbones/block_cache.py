@@ -6,20 +6,22 @@ pretrained features and the boundaries asked for. With a cache folder the result
 a key made of the teacher (name + weights fingerprint), the input size, the boundaries kept and
 the pixels (the ImageSet's content fingerprint), so a sweep over classes and seeds pays for the
 teacher once per dataset. A subset (a seeded hold-out split) is served from its parent's entry.
-Files are written atomically (temp + rename).
+Entries are streamed to disk batch by batch and renamed into place (``cache.stream_entry``), and
+a subset reads only its rows back, so neither the root set nor a second copy of a boundary is
+ever held in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from distilad.backbones.blocks import BlockTeacher
-from distilad.backbones.cache import read_entry, read_rows, root_and_rows, write_entry
+from distilad.backbones.cache import RowBatches, features_via_entry, read_rows, root_and_rows
 from distilad.data.base import ImageSet
 from distilad.data.transforms import iter_batches
 
@@ -58,21 +60,19 @@ def block_features(
     keep = sorted(set(keep))
     if not getattr(images, "reuse_features", True):
         cache_dir = None
-    root, rows = root_and_rows(images) if cache_dir is not None else (images, None)
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"{block_cache_key(teacher, root, size, keep)}.safetensors"
-        cached = read_entry(path, lambda p: _load(p, keep, rows))
-        if cached is not None:
-            return cached
-    pooled, parts = _compute(teacher, root, size, keep, batch_size, device, progress, desc)
-    if path is not None:
-        write_entry(path, {"pooled": pooled, **{f"b{j}": t for j, t in parts.items()}})
-    if rows is not None:
-        pooled = pooled[rows]
-        for j in keep:  # one boundary at a time: never two full copies of all of them
-            parts[j] = parts[j][rows]
-    return pooled, parts
+    if cache_dir is None:
+        return _compute(teacher, images, size, keep, batch_size, device, progress, desc)
+    root, rows = root_and_rows(images)
+    path = Path(cache_dir) / f"{block_cache_key(teacher, root, size, keep)}.safetensors"
+
+    def root_batches() -> RowBatches:
+        for first, pooled, parts in _batches(teacher, root, size, keep, batch_size, device,
+                                             progress, desc):
+            yield first, len(root), {"pooled": pooled, **{f"b{j}": t for j, t in parts.items()}}
+
+    return features_via_entry(
+        path, lambda p: _load(p, keep, rows), root_batches,
+        lambda: _compute(teacher, images, size, keep, batch_size, device, progress, desc))
 
 
 def _load(path: Path, keep: Sequence[int], rows: torch.Tensor | None) -> Features:
@@ -81,26 +81,34 @@ def _load(path: Path, keep: Sequence[int], rows: torch.Tensor | None) -> Feature
     return read_rows(path, "pooled", rows), {j: read_rows(path, f"b{j}", rows) for j in keep}
 
 
-def _compute(teacher: BlockTeacher, images: ImageSet, size: int, keep: Sequence[int],
-             batch_size: int, device: torch.device | str, progress: bool, desc: str) -> Features:
-    """Outputs filled batch by batch into tensors allocated once (no concatenation peak)."""
+def _batches(teacher: BlockTeacher, images: ImageSet, size: int, keep: Sequence[int],
+             batch_size: int, device: torch.device | str, progress: bool, desc: str
+             ) -> Iterator[tuple[int, torch.Tensor, dict[int, torch.Tensor]]]:
+    """(first row, pooled (b, D), {j: boundary j (b, ...)}) per batch, float32 on the CPU."""
     if len(images) == 0:
         raise ValueError("block_features: no images")
     teacher = teacher.to(device)
+    bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False)
+    for idx, x, _ in iter_batches(images, batch_size, size):
+        pooled, out = teacher(x.to(device), keep)
+        yield idx[0], pooled.float().cpu(), {j: out[j].float().cpu() for j in keep}
+        bar.update(len(idx))
+    bar.close()
+
+
+def _compute(teacher: BlockTeacher, images: ImageSet, size: int, keep: Sequence[int],
+             batch_size: int, device: torch.device | str, progress: bool, desc: str) -> Features:
+    """Outputs filled batch by batch into tensors allocated once (no concatenation peak)."""
     n = len(images)
     pooled_all: torch.Tensor | None = None
     parts: dict[int, torch.Tensor] = {}
-    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
-    for idx, x, _ in iter_batches(images, batch_size, size):
-        pooled, out = teacher(x.to(device), keep)
+    for first, pooled, out in _batches(teacher, images, size, keep, batch_size, device,
+                                       progress, desc):
         if pooled_all is None:
             pooled_all = torch.empty((n, *pooled.shape[1:]), dtype=torch.float32)
             parts = {j: torch.empty((n, *out[j].shape[1:]), dtype=torch.float32) for j in keep}
-        rows = slice(idx[0], idx[-1] + 1)
-        pooled_all[rows] = pooled.float().cpu()
+        pooled_all[first:first + len(pooled)] = pooled
         for j in keep:
-            parts[j][rows] = out[j].float().cpu()
-        bar.update(len(idx))
-    bar.close()
+            parts[j][first:first + len(pooled)] = out[j]
     assert pooled_all is not None
     return pooled_all, parts

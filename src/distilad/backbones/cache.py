@@ -3,16 +3,18 @@
 ``teacher_features`` runs a frozen teacher over an ImageSet and returns its maps. With a cache
 folder, the result is stored under a key made of the teacher (name + weights fingerprint), the
 preprocessing (size, channels) and the data (the ImageSet's fingerprint), so a sweep over classes
-and seeds pays for the teacher once per dataset. Files are written atomically (temp + rename), so
-an interrupted run never leaves a half-written entry.
+and seeds pays for the teacher once per dataset.
+
+Entries are written batch by batch straight into a temporary file (:class:`EntryWriter`), then
+renamed into place: an interrupted run never leaves a half-written entry, and the set the entry
+holds never has to fit in memory. Subsets (seeded hold-out splits, a multimodal protocol's
+classes) are served from their root set's entry, made first when missing: only their rows are
+read back (:func:`read_rows`), so the memory a subset costs is its own features alone.
 
 Memory: only the features are kept, never the preprocessed input images (an earlier version
 cached and returned those too, which on a 700-image 256 px category more than doubled the peak).
-The output tensors are allocated once and filled batch by batch, and the teacher's batch is
-capped at :data:`MAX_BATCH_PIXELS` input pixels, so a large score batch at 256 px cannot
-multiply the activation memory. Subsets (seeded hold-out splits) read their rows from the parent
-set's entry: only their rows are read from disk (:func:`read_rows`), so the peak holds the
-subset's features and never a whole tap of the parent beside them.
+The teacher's batch is capped at :data:`MAX_BATCH_PIXELS` input pixels, so a large score batch at
+256 px cannot multiply the activation memory.
 
 One-off sets (synthetic defects and validation samples, made anew for every run) say so with
 ``reuse_features = False`` and are computed without touching the cache.
@@ -26,7 +28,7 @@ import os
 import shutil
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,6 +46,12 @@ from distilad.errors import CacheWarning
 #: activations raise the peak by 0.46 GB at batch 16 and 1.4 GB at batch 64 (by extrapolation
 #: ~5 GB at the batch of 256 that scoring through the cache asks for).
 MAX_BATCH_PIXELS = 16 * 256 * 256
+#: free space, in bytes, a new cache entry must leave on its disk
+DISK_HEADROOM = 1e9
+
+_Entry = TypeVar("_Entry")
+#: an entry's rows batch by batch: (first row, rows in the whole entry, {name: (b, ...) rows})
+RowBatches = Iterator[tuple[int, int, dict[str, torch.Tensor]]]
 
 
 def cache_key(teacher: Teacher, images: ImageSet, size: int, channels: int = 3) -> str:
@@ -69,21 +77,35 @@ def teacher_features(
     """
     if not getattr(images, "reuse_features", True):
         cache_dir = None
-    root, rows = root_and_rows(images) if cache_dir is not None else (images, None)
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"{cache_key(teacher, root, size)}.safetensors"
-        cached = read_entry(path, lambda p: _load(p, rows))
+    bs = teacher_batch_size(batch_size, size)
+    if cache_dir is None:
+        return _compute(teacher, images, size, bs, device, progress, desc)
+    root, rows = root_and_rows(images)
+    path = Path(cache_dir) / f"{cache_key(teacher, root, size)}.safetensors"
+
+    def root_batches() -> RowBatches:
+        for start, out in _batches(teacher, root, size, bs, device, progress, desc):
+            yield start, len(root), {f"f{i}": o for i, o in enumerate(out)}
+
+    return features_via_entry(path, lambda p: _load(p, rows), root_batches,
+                              lambda: _compute(teacher, images, size, bs, device, progress, desc))
+
+
+def features_via_entry(path: Path, read: Callable[[Path], _Entry],
+                       root_batches: Callable[[], RowBatches],
+                       compute: Callable[[], _Entry]) -> _Entry:
+    """The route both feature caches take: ``read(path)`` when the entry exists; else the root
+    set's entry is made from ``root_batches()``, streamed to disk, and read; where it cannot be
+    written (no space, read-only folder: a :class:`CacheWarning`), ``compute()`` makes the
+    features asked for in memory."""
+    cached = read_entry(path, read)
+    if cached is not None:
+        return cached
+    if stream_entry(path, root_batches()):
+        cached = read_entry(path, read)
         if cached is not None:
             return cached
-    feats = _compute(teacher, root, size, batch_size, device, progress, desc)
-    if path is not None:
-        write_entry(path, {f"f{i}": f.contiguous() for i, f in enumerate(feats)})
-    if rows is not None:
-        for i, f in enumerate(feats):  # one tap at a time: never two full copies of all taps
-            feats[i] = f[rows]
-            del f
-    return feats
+    return compute()
 
 
 def root_and_rows(images: ImageSet) -> tuple[ImageSet, torch.Tensor | None]:
@@ -95,11 +117,6 @@ def root_and_rows(images: ImageSet) -> tuple[ImageSet, torch.Tensor | None]:
         rows = idx if rows is None else idx[rows]
         images = images.parent
     return images, None if rows is None else torch.as_tensor(rows, dtype=torch.long)
-
-
-_Entry = TypeVar("_Entry")
-#: free space, in bytes, a new cache entry must leave on its disk
-DISK_HEADROOM = 1e9
 
 
 def read_entry(path: Path, read: Callable[[Path], _Entry]) -> _Entry | None:
@@ -114,34 +131,102 @@ def read_entry(path: Path, read: Callable[[Path], _Entry]) -> _Entry | None:
         return None
 
 
-def write_entry(path: Path, tensors: dict[str, torch.Tensor]) -> bool:
-    """Save ``tensors`` as the safetensors file ``path``, atomically (temp file + rename), so an
-    interrupted run never leaves a half-written entry. An entry that would leave less than
-    :data:`DISK_HEADROOM` bytes free on its disk, or whose write fails (a full disk, a read-only
-    folder), is not written: a :class:`CacheWarning` says so and the run goes on. Returns
-    whether the entry was written."""
-    from safetensors.torch import save_file
+#: safetensors dtype names -> torch dtypes (the ones a cache entry can hold), and back
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
+_DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 
-    needed = sum(t.numel() * t.element_size() for t in tensors.values())
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+
+
+class EntryWriter:
+    """A safetensors file written part by part: the header (every tensor's name, shape, dtype
+    and place) first, then rows in any order, into ``<path>.<pid>.tmp``; :meth:`commit` renames
+    it to ``path``, :meth:`abort` deletes it. Readable by ``safetensors`` like ``save_file``'s
+    output (header padded to 8 bytes, wider dtypes first)."""
+
+    def __init__(self, path: Path, specs: dict[str, tuple[tuple[int, ...], torch.dtype]]):
+        header: dict[str, dict] = {}
+        offset = 0
+        # larger items first (as safetensors' own writer): every tensor stays aligned
+        for name in sorted(specs, key=lambda k: (-_nbytes((), specs[k][1]), k)):
+            shape, dtype = specs[name]
+            nbytes = _nbytes(shape, dtype)
+            header[name] = {"dtype": _DTYPE_NAMES[dtype], "shape": list(shape),
+                            "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        self.path, self.nbytes = path, offset
+        self._header, self._data_start = header, 8 + len(text)
+        self._tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        self._f = open(self._tmp, "wb")  # noqa: SIM115 (closed by commit / abort)
+        try:
+            self._f.write(struct.pack("<Q", len(text)) + text)
+            self._f.truncate(self._data_start + offset)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, name: str, first_row: int, rows: torch.Tensor) -> None:
+        """Rows ``first_row ..`` of tensor ``name`` (their shape past dim 0 and dtype as
+        declared)."""
+        meta = self._header[name]
+        if list(rows.shape[1:]) != meta["shape"][1:] or _DTYPE_NAMES[rows.dtype] != meta["dtype"]:
+            raise ValueError(f"{name}: rows {tuple(rows.shape)} {rows.dtype} do not match "
+                             f"{meta['shape']} {meta['dtype']}")
+        row_bytes = (meta["data_offsets"][1] - meta["data_offsets"][0]) // max(meta["shape"][0], 1)
+        self._f.seek(self._data_start + meta["data_offsets"][0] + first_row * row_bytes)
+        self._f.write(memoryview(rows.detach().cpu().contiguous().reshape(-1)
+                                 .view(torch.uint8).numpy()))
+
+    def commit(self) -> None:
+        self._f.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def stream_entry(path: Path, batches: RowBatches) -> bool:
+    """Write the entry ``path`` from ``batches`` (together covering every row), never holding
+    more than a batch. The first batch fixes
+    the shapes; an entry that would leave less than :data:`DISK_HEADROOM` bytes free, or whose
+    write fails, is not written: a :class:`CacheWarning` says so and False is returned (the
+    batches are then not run further). Returns whether the entry was written."""
+    writer: EntryWriter | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(path.parent).free
-        if needed + DISK_HEADROOM > free:
-            warnings.warn(f"feature cache: not written, the entry needs {needed / 1e9:.1f} GB and "
-                          f"{path.parent} has {free / 1e9:.1f} GB free (keeping "
-                          f"{DISK_HEADROOM / 1e9:.0f} GB); the run goes on without it",
-                          CacheWarning, stacklevel=2)
+        for first, n, parts in batches:
+            if writer is None:
+                specs = {k: ((n, *t.shape[1:]), t.dtype) for k, t in parts.items()}
+                needed = sum(_nbytes(shape, dtype) for shape, dtype in specs.values())
+                path.parent.mkdir(parents=True, exist_ok=True)
+                free = shutil.disk_usage(path.parent).free
+                if needed + DISK_HEADROOM > free:
+                    warnings.warn(f"feature cache: not written, the entry needs "
+                                  f"{needed / 1e9:.1f} GB and {path.parent} has "
+                                  f"{free / 1e9:.1f} GB free (keeping "
+                                  f"{DISK_HEADROOM / 1e9:.0f} GB); the run goes on without it",
+                                  CacheWarning, stacklevel=3)
+                    return False
+                writer = EntryWriter(path, specs)
+            for k, t in parts.items():
+                writer.write(k, first, t)
+        if writer is None:
             return False
-        save_file(tensors, str(tmp))
-        os.replace(tmp, path)
+        writer.commit()
+        writer = None
+        return True
     except OSError as e:
         warnings.warn(f"feature cache: not written ({e}); the run goes on without it",
-                      CacheWarning, stacklevel=2)
+                      CacheWarning, stacklevel=3)
         return False
     finally:
-        tmp.unlink(missing_ok=True)
-    return True
+        if writer is not None:
+            writer.abort()
 
 
 def _load(path: Path, rows: torch.Tensor | None) -> list[torch.Tensor]:
@@ -151,9 +236,6 @@ def _load(path: Path, rows: torch.Tensor | None) -> list[torch.Tensor]:
     return [read_rows(path, f"f{i}", rows) for i in range(len(names))]
 
 
-#: safetensors dtype names -> torch dtypes (the ones a cache entry can hold)
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
-           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
 #: at most this many bytes are read per ``readinto`` when gathering rows
 _READ_CHUNK = 64 << 20
 
@@ -226,20 +308,28 @@ def _read_exact(f, buf: np.ndarray) -> None:
         got += k
 
 
-def _compute(teacher: Teacher, images: ImageSet, size: int, batch_size: int,
-             device: torch.device | str, progress: bool, desc: str) -> list[torch.Tensor]:
+def _batches(teacher: Teacher, images: ImageSet, size: int, batch_size: int,
+             device: torch.device | str, progress: bool, desc: str
+             ) -> Iterator[tuple[int, list[torch.Tensor]]]:
+    """(first row, the teacher's maps of the batch as float32 on the CPU) per batch."""
+    if len(images) == 0:
+        raise ValueError("teacher_features: no images")
     teacher = teacher.to(device)
-    n = len(images)
-    feats: list[torch.Tensor] | None = None
-    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
-    for idx, x, _ in iter_batches(images, teacher_batch_size(batch_size, size), size):
-        out = teacher(x.to(device))
-        if feats is None:
-            feats = [torch.empty((n, *o.shape[1:]), dtype=torch.float32) for o in out]
-        for f, o in zip(feats, out, strict=True):
-            f[idx[0]:idx[-1] + 1] = o.float().cpu()
+    bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False)
+    for idx, x, _ in iter_batches(images, batch_size, size):
+        yield idx[0], [o.float().cpu() for o in teacher(x.to(device))]
         bar.update(len(idx))
     bar.close()
-    if feats is None:
-        raise ValueError("teacher_features: no images")
+
+
+def _compute(teacher: Teacher, images: ImageSet, size: int, batch_size: int,
+             device: torch.device | str, progress: bool, desc: str) -> list[torch.Tensor]:
+    """The maps of every image, filled batch by batch into tensors allocated once."""
+    n = len(images)
+    feats: list[torch.Tensor] = []
+    for first, out in _batches(teacher, images, size, batch_size, device, progress, desc):
+        if not feats:
+            feats = [torch.empty((n, *o.shape[1:]), dtype=torch.float32) for o in out]
+        for f, o in zip(feats, out, strict=True):
+            f[first:first + len(o)] = o
     return feats

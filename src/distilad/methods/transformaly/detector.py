@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 from distilad import distributed
 from distilad.backbones.block_cache import block_features, boundary_bytes
 from distilad.backbones.blocks import VIT_PREFIXES, BlockTeacher, create_block_teacher
-from distilad.backbones.cache import root_and_rows
 from distilad.data import ImageSet
 from distilad.data.transforms import iter_batches, stack_images
 from distilad.detector import Detector, PretrainedTeacher, register
@@ -168,17 +167,13 @@ class Transformaly(PretrainedTeacher, Detector):
         size, bs = int(p["image_size"]), int(p["batch_size"])
         keep = boundaries_needed(self.block_ids)
         t0 = time.perf_counter()
-        cache = p["feature_cache"]
-        if cache is not None and self._fits_in_memory(_root(train), keep):
-            in_memory = True  # on disk too: the root set's entry serves every class and seed
-        else:
-            # the boundaries of this set alone in memory when they fit, never on disk; the
-            # (small) pooled features are cached either way
-            in_memory = self._fits_in_memory(train, keep)
-            cache = None if in_memory else cache
+        # the boundaries in memory when this set's fit in the budget (with a feature cache, the
+        # root set's entry on disk serves every class and seed, streamed there batch by batch);
+        # else only the (small) pooled features, and the teacher runs again every batch
+        in_memory = self._fits_in_memory(train, keep)
         pooled, parts = block_features(self.teacher, train, size, keep if in_memory else (),
-                                       self._fit_batch_size(64), self.device, cache, progress,
-                                       "teacher features (once)")
+                                       self._fit_batch_size(64), self.device,
+                                       p["feature_cache"], progress, "teacher features (once)")
         teacher_seconds = time.perf_counter() - t0
         n = len(train)
         opt = torch.optim.Adam(self.student.parameters(), lr=float(p["lr"]))
@@ -292,7 +287,7 @@ class Transformaly(PretrainedTeacher, Detector):
         p = self.params
         size, bs = int(p["image_size"]), self._score_batch_size(len(images))
         keep = boundaries_needed(self.block_ids)
-        if p["feature_cache"] is not None and self._fits_in_memory(_root(images), keep):
+        if p["feature_cache"] is not None and self._fits_in_memory(images, keep):
             t0 = time.perf_counter()
             pooled, parts = block_features(self.teacher, images, size, keep, bs, self.device,
                                            p["feature_cache"], bool(p["progress"]),
@@ -311,11 +306,6 @@ class Transformaly(PretrainedTeacher, Detector):
             yield pooled, out
             bar.update(len(x))
         bar.close()
-
-
-def _root(images: ImageSet) -> ImageSet:
-    """The set whose entry the feature cache stores (the bottom of a chain of subsets)."""
-    return root_and_rows(images)[0]
 
 
 def _layout(t: torch.Tensor) -> torch.Tensor:
