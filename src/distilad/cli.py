@@ -105,7 +105,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("arguments (set with the named options of `distilad fit`, or --set KEY=VALUE), "
               "their defaults and accepted values:")
         specs = {**getattr(cls, "common_specs", {}), **getattr(cls, "param_specs", {})}
-        for key, value in {**cls.common_defaults, **cls.defaults}.items():
+        for key, value in cls.default_params().items():
             accepted = specs[key].describe() if key in specs else ""
             print(f"  {key:<22s} {json.dumps(value):<24s} {accepted}".rstrip())
         for name, values in cls.presets.items():
@@ -547,11 +547,9 @@ def _add_method_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | N
 
 def _demo_defaults() -> dict[str, Any]:
     """RD's defaults as the demo uses them (for its --help)."""
-    from distilad.detector import _REGISTRY, _import_methods
+    from distilad.detector import method_defaults
 
-    _import_methods()
-    cls = _REGISTRY["rd"]
-    return {**cls.common_defaults, **cls.defaults, "epochs": DEMO_EPOCHS}
+    return {**method_defaults("rd"), "epochs": DEMO_EPOCHS}
 
 
 def _para(text: str) -> str:

@@ -44,22 +44,22 @@ def list_detectors() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def method_defaults(name: str) -> dict[str, Any]:
-    """Every argument of method ``name`` with its default value (as ``get_params`` of a new
-    detector, without building one)."""
+def _method_class(name: str) -> type[Detector]:
     _import_methods()
     if name not in _REGISTRY:
         raise DistiladError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    cls = _REGISTRY[name]
-    return {**cls.common_defaults, **cls.defaults}
+    return _REGISTRY[name]
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """Every argument of method ``name`` with its default value (as ``get_params`` of a new
+    detector, without building one)."""
+    return _method_class(name).default_params()
 
 
 def create_detector(name: str, **params: Any) -> Detector:
     """A new, unfitted detector of method ``name`` with ``params`` (see each method's README)."""
-    _import_methods()
-    if name not in _REGISTRY:
-        raise DistiladError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**params)
+    return _method_class(name)(**params)
 
 
 def _import_methods() -> None:
@@ -158,6 +158,11 @@ class Detector:
         self._fitted = False
 
     @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        """Every argument of this method with its default value."""
+        return {**cls.common_defaults, **cls.defaults}
+
+    @classmethod
     def checked_params(cls, params: dict[str, Any], check_files: bool = True) -> dict[str, Any]:
         """Defaults completed by ``params``, every value checked; DistiladError (one line) for an
         unknown, retired or bad argument."""
@@ -165,7 +170,7 @@ class Detector:
             if key in cls.retired_params:
                 raise DistiladError(f"{cls.name}: {key} is not used by {cls.name}; "
                                     f"{cls.retired_params[key]}")
-        allowed = {**cls.common_defaults, **cls.defaults}
+        allowed = cls.default_params()
         unknown = sorted(set(params) - set(allowed))
         if unknown:
             import difflib
@@ -437,7 +442,7 @@ class Detector:
         if "preset" in params and self.presets:
             # the preset's values replace the current ones (as at construction, this call's
             # other arguments win); "none" puts back the defaults of every preset-set argument
-            defaults = {**self.common_defaults, **self.defaults}
+            defaults = self.default_params()
             touched = {k for values in self.presets.values() for k in values}
             params = {**{k: defaults[k] for k in touched},
                       **self.presets.get(str(params["preset"]), {}), **params}

@@ -52,6 +52,8 @@ DISK_HEADROOM = 1e9
 _Entry = TypeVar("_Entry")
 #: an entry's rows batch by batch: (first row, rows in the whole entry, {name: (b, ...) rows})
 RowBatches = Iterator[tuple[int, int, dict[str, torch.Tensor]]]
+#: a teacher pass on a batch of inputs (b, C, S, S): its named outputs, float32 on the CPU
+Forward = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 def cache_key(teacher: Teacher, images: ImageSet, size: int, channels: int = 3) -> str:
@@ -75,37 +77,43 @@ def teacher_features(
     With ``cache_dir`` they are loaded from / saved to ``<cache_dir>/<key>.safetensors``; a
     subset of an ImageSet is served from its root set's entry (made first when missing).
     """
-    if not getattr(images, "reuse_features", True):
-        cache_dir = None
-    bs = teacher_batch_size(batch_size, size)
-    if cache_dir is None:
-        return _compute(teacher, images, size, bs, device, progress, desc)
+    teacher = teacher.to(device)
+
+    def forward(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {f"f{i}": o.float().cpu() for i, o in enumerate(teacher(x.to(device)))}
+
+    feats = cached_features(images, size, teacher_batch_size(batch_size, size), forward,
+                            lambda root: cache_key(teacher, root, size), cache_dir,
+                            lambda name: name.startswith("f"), progress, desc)
+    return [feats[f"f{i}"] for i in range(len(feats))]
+
+
+def cached_features(images: ImageSet, size: int, batch_size: int, forward: Forward,
+                    key: Callable[[ImageSet], str], cache_dir: str | Path | None,
+                    wanted: Callable[[str], bool], progress: bool, desc: str
+                    ) -> dict[str, torch.Tensor]:
+    """``forward``'s named outputs for every image of ``images`` (``{name: (N, ...)}``), the
+    route both feature caches take. Without ``cache_dir`` (or for a one-off set) they are
+    computed in memory. Else the entry ``<cache_dir>/<key(root)>.safetensors`` of the set at the
+    bottom of ``images``' chain of subsets is read (the ``wanted`` tensors, ``images``' rows
+    only); a missing entry is made first, streamed to disk batch by batch; where it cannot be
+    written (no space, read-only folder: a :class:`CacheWarning`) the features are computed in
+    memory for ``images`` alone."""
+    def batches(of: ImageSet) -> RowBatches:
+        return _row_batches(of, batch_size, size, forward, progress, desc)
+
+    if cache_dir is None or not getattr(images, "reuse_features", True):
+        return collect(batches(images))
     root, rows = root_and_rows(images)
-    path = Path(cache_dir) / f"{cache_key(teacher, root, size)}.safetensors"
+    path = Path(cache_dir) / f"{key(root)}.safetensors"
 
-    def root_batches() -> RowBatches:
-        for start, out in _batches(teacher, root, size, bs, device, progress, desc):
-            yield start, len(root), {f"f{i}": o for i, o in enumerate(out)}
+    def read(p: Path) -> dict[str, torch.Tensor]:
+        return read_named_rows(p, rows, wanted)
 
-    return features_via_entry(path, lambda p: _load(p, rows), root_batches,
-                              lambda: _compute(teacher, images, size, bs, device, progress, desc))
-
-
-def features_via_entry(path: Path, read: Callable[[Path], _Entry],
-                       root_batches: Callable[[], RowBatches],
-                       compute: Callable[[], _Entry]) -> _Entry:
-    """The route both feature caches take: ``read(path)`` when the entry exists; else the root
-    set's entry is made from ``root_batches()``, streamed to disk, and read; where it cannot be
-    written (no space, read-only folder: a :class:`CacheWarning`), ``compute()`` makes the
-    features asked for in memory."""
     cached = read_entry(path, read)
-    if cached is not None:
-        return cached
-    if stream_entry(path, root_batches()):
+    if cached is None and stream_entry(path, batches(root)):
         cached = read_entry(path, read)
-        if cached is not None:
-            return cached
-    return compute()
+    return cached if cached is not None else collect(batches(images))
 
 
 def root_and_rows(images: ImageSet) -> tuple[ImageSet, torch.Tensor | None]:
@@ -159,7 +167,7 @@ class EntryWriter:
             offset += nbytes
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)
-        self.path, self.nbytes = path, offset
+        self.path = path
         self._header, self._data_start = header, 8 + len(text)
         self._tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         self._f = open(self._tmp, "wb")  # noqa: SIM115 (closed by commit / abort)
@@ -193,10 +201,10 @@ class EntryWriter:
 
 def stream_entry(path: Path, batches: RowBatches) -> bool:
     """Write the entry ``path`` from ``batches`` (together covering every row), never holding
-    more than a batch. The first batch fixes
-    the shapes; an entry that would leave less than :data:`DISK_HEADROOM` bytes free, or whose
-    write fails, is not written: a :class:`CacheWarning` says so and False is returned (the
-    batches are then not run further). Returns whether the entry was written."""
+    more than a batch. The first batch fixes the shapes; an entry that would leave less than
+    :data:`DISK_HEADROOM` bytes free, or whose write fails, is not written: a
+    :class:`CacheWarning` says so and False is returned (the batches are then not run further).
+    Returns whether the entry was written."""
     writer: EntryWriter | None = None
     try:
         for first, n, parts in batches:
@@ -229,13 +237,6 @@ def stream_entry(path: Path, batches: RowBatches) -> bool:
             writer.abort()
 
 
-def _load(path: Path, rows: torch.Tensor | None) -> list[torch.Tensor]:
-    """The taps ``f0, f1, ...`` of a cache entry (rows ``rows`` only), one tap at a time. Entries
-    of older versions also hold the inputs ``x``; they are not read."""
-    names = [k for k in entry_names(path) if k.startswith("f")]
-    return [read_rows(path, f"f{i}", rows) for i in range(len(names))]
-
-
 #: at most this many bytes are read per ``readinto`` when gathering rows
 _READ_CHUNK = 64 << 20
 
@@ -263,7 +264,21 @@ def read_rows(path: Path, name: str, rows: torch.Tensor | None = None) -> torch.
     header, data_start = _header(path)
     if name not in header:
         raise KeyError(f"{path.name}: no tensor {name!r}")
-    meta = header[name]
+    return _read_tensor_rows(path, name, header[name], data_start, rows)
+
+
+def read_named_rows(path: Path, rows: torch.Tensor | None,
+                    wanted: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+    """:func:`read_rows` of every tensor of the entry whose name is ``wanted``, the header read
+    once (entries of older versions may hold tensors no longer used, e.g. the inputs ``x``)."""
+    header, data_start = _header(path)
+    return {name: _read_tensor_rows(path, name, meta, data_start, rows)
+            for name, meta in header.items() if name != "__metadata__" and wanted(name)}
+
+
+def _read_tensor_rows(path: Path, name: str, meta: dict, data_start: int,
+                      rows: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``rows`` of the tensor described by header entry ``meta`` (see :func:`read_rows`)."""
     shape = list(meta["shape"])
     if not shape:
         raise ValueError(f"{path.name}:{name}: a scalar has no rows")
@@ -308,28 +323,25 @@ def _read_exact(f, buf: np.ndarray) -> None:
         got += k
 
 
-def _batches(teacher: Teacher, images: ImageSet, size: int, batch_size: int,
-             device: torch.device | str, progress: bool, desc: str
-             ) -> Iterator[tuple[int, list[torch.Tensor]]]:
-    """(first row, the teacher's maps of the batch as float32 on the CPU) per batch."""
+def _row_batches(images: ImageSet, batch_size: int, size: int, forward: Forward,
+                 progress: bool, desc: str) -> RowBatches:
+    """``forward`` over ``images`` batch by batch, as :data:`RowBatches`."""
     if len(images) == 0:
-        raise ValueError("teacher_features: no images")
-    teacher = teacher.to(device)
+        raise ValueError(f"{desc}: no images")
     bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False)
     for idx, x, _ in iter_batches(images, batch_size, size):
-        yield idx[0], [o.float().cpu() for o in teacher(x.to(device))]
+        yield idx[0], len(images), forward(x)
         bar.update(len(idx))
     bar.close()
 
 
-def _compute(teacher: Teacher, images: ImageSet, size: int, batch_size: int,
-             device: torch.device | str, progress: bool, desc: str) -> list[torch.Tensor]:
-    """The maps of every image, filled batch by batch into tensors allocated once."""
-    n = len(images)
-    feats: list[torch.Tensor] = []
-    for first, out in _batches(teacher, images, size, batch_size, device, progress, desc):
-        if not feats:
-            feats = [torch.empty((n, *o.shape[1:]), dtype=torch.float32) for o in out]
-        for f, o in zip(feats, out, strict=True):
-            f[first:first + len(o)] = o
-    return feats
+def collect(batches: RowBatches) -> dict[str, torch.Tensor]:
+    """The rows of ``batches`` in tensors allocated once at the first batch and filled in
+    place (no concatenation peak)."""
+    out: dict[str, torch.Tensor] = {}
+    for first, n, parts in batches:
+        if not out:
+            out = {k: torch.empty((n, *t.shape[1:]), dtype=t.dtype) for k, t in parts.items()}
+        for k, t in parts.items():
+            out[k][first:first + len(t)] = t
+    return out

@@ -72,10 +72,6 @@ def _test_metric(key: str) -> Any:
     return lambda r: record_metric(r, key)
 
 
-#: arguments whose default ("auto") the training data resolves, recorded as resolved
-_SET_BY_DATA = frozenset({"channels"})
-
-
 def _val_metric(key: str) -> Any:
     """A validation metric of a record; NaN (shown '-') for records without validation."""
     return lambda r: record_metric(r, key, "validation")
@@ -121,6 +117,10 @@ def _elpv_line(recs: list[dict[str, Any]]) -> str:
                  f"normals vs the anomalous cells reserved for validation; {n_norm:.0f} normal "
                  f"vs {n_anom:.0f} anomalous images per run on average.")
     return text
+
+
+#: arguments whose default ("auto") the training data resolves, recorded as resolved
+_SET_BY_DATA = frozenset({"channels"})
 
 
 def sweep_section(recs: list[dict[str, Any]], validation_only: bool = False) -> list[str]:
