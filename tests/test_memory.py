@@ -23,6 +23,6 @@ def test_budget_in_megabytes_or_a_share_of_what_is_available(
     assert memory.cache_budget_bytes(2048.0) == 2048e6
     assert memory.cache_budget_bytes(0) == 0.0
     monkeypatch.setattr(memory, "available_bytes", lambda: 8_000_000_000)
-    assert memory.cache_budget_bytes("auto") == 4_000_000_000
+    assert memory.cache_budget_bytes("auto") == pytest.approx(4_800_000_000)
     monkeypatch.setattr(memory, "available_bytes", lambda: None)
     assert memory.cache_budget_bytes("auto") == memory.FALLBACK_BYTES

@@ -474,10 +474,10 @@ def test_memory_budget_decides_what_is_kept(tmp_path: Path) -> None:
         assert len(with_blocks) == files, n_fit
 
 
-def test_auto_memory_budget_is_half_the_available_memory(
+def test_auto_memory_budget_is_a_share_of_the_available_memory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """max_cached_mb="auto" (the default) keeps the boundaries when half the memory the system
-    reports available holds them, and recomputes them when it does not."""
+    """max_cached_mb="auto" (the default) keeps the boundaries when AUTO_SHARE (0.6) of the memory
+    the system reports available holds them, and recomputes them when it does not."""
     from distilad import memory
     from distilad.backbones.block_cache import boundary_bytes
 
@@ -485,7 +485,8 @@ def test_auto_memory_budget_is_half_the_available_memory(
     t = create_block_teacher("efficientnet_lite0", "random")
     per_image = boundary_bytes(t, 64, boundaries_needed([3, 4]), "cpu")
     assert distilad.create_detector("transformaly").params["max_cached_mb"] == "auto"
-    for n_available, in_memory in [(2 * 8.5, True), (2 * 7.5, False)]:  # 8 training images
+    assert memory.AUTO_SHARE == 0.6
+    for n_available, in_memory in [(8.5 / 0.6, True), (7.5 / 0.6, False)]:  # 8 training images
         monkeypatch.setattr(memory, "available_bytes", lambda n=n_available: n * per_image)
         det = distilad.create_detector("transformaly", **{
             **FIT, "epochs": 1, "weights": "random", "blocks": [3, 4], "holdout_fraction": 0.2})

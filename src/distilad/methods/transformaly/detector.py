@@ -93,7 +93,7 @@ class Transformaly(PretrainedTeacher, Detector):
         "score_batch_size": AutoOr(Int(min=1)),
         "feature_cache": Path("folder"),
         # teacher boundaries of the training set are kept in memory when they fit in this many
-        # MB, else recomputed every batch; 0 = always recompute; "auto": half the memory
+        # MB, else recomputed every batch; 0 = always recompute; "auto": 60 % of the memory
         # available when the fit starts (distilad.memory)
         "max_cached_mb": AutoOr(Float(0.0)),
         # AdaptiveMix's student form: each clone's output on mixed normal images pulled to the
