@@ -294,3 +294,32 @@ def test_cache_entry_not_written_without_room(tmp_path: Path,
 
     assert torch.equal(load_file(str(path))["f0"], full)
     assert torch.equal(cache.read_rows(path, "f0", torch.tensor([1999, 3])), full[[1999, 3]])
+
+
+def test_temp_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    """A writer killed before commit leaves ``<entry>.<host>.<pid>.tmp`` (as large as the entry):
+    the next write of that entry deletes it when its process is gone from this machine or it
+    has not been touched for STALE_TEMP_SECONDS; a live writer's file stays."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from distilad.backbones import cache
+
+    path = tmp_path / "entry.safetensors"
+    host = socket.gethostname()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = tmp_path / f"entry.safetensors.{host}.{int(done.stdout)}.tmp"
+    alive = tmp_path / f"entry.safetensors.{host}.{os.getppid()}.tmp"  # a running process
+    elsewhere = tmp_path / "entry.safetensors.other-host.12.tmp"
+    elsewhere_old = tmp_path / "entry.safetensors.other-host.13.tmp"
+    other_entry = tmp_path / f"other.safetensors.{host}.{int(done.stdout)}.tmp"
+    for f in (dead, alive, elsewhere, elsewhere_old, other_entry):
+        f.write_bytes(b"x" * 100)
+    old = os.path.getmtime(elsewhere_old) - cache.STALE_TEMP_SECONDS - 10
+    os.utime(elsewhere_old, (old, old))
+    assert cache.stream_entry(path, iter([(0, 2, {"f0": torch.ones(2, 3)})])) is True
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["entry.safetensors", alive.name, elsewhere.name, other_entry.name])

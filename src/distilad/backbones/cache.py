@@ -26,7 +26,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import struct
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,6 +50,9 @@ from distilad.errors import CacheWarning
 MAX_BATCH_PIXELS = 16 * 256 * 256
 #: free space, in bytes, a new cache entry must leave on its disk
 DISK_HEADROOM = 1e9
+#: a temporary entry file untouched this long (seconds) belongs to a writer that died (a live
+#: one writes a batch every few seconds, a minute at the slowest teacher here)
+STALE_TEMP_SECONDS = 3600
 
 _Entry = TypeVar("_Entry")
 #: an entry's rows batch by batch: (first row, rows in the whole entry, {name: (b, ...) rows})
@@ -151,8 +156,8 @@ def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
 
 class EntryWriter:
     """A safetensors file written part by part: the header (every tensor's name, shape, dtype
-    and place) first, then rows in any order, into ``<path>.<pid>.tmp``; :meth:`commit` renames
-    it to ``path``, :meth:`abort` deletes it. Readable by ``safetensors`` like ``save_file``'s
+    and place) first, then rows in any order, into ``<path>.<host>.<pid>.tmp``; :meth:`commit`
+    renames it to ``path``, :meth:`abort` deletes it. Readable by ``safetensors`` like ``save_file``'s
     output (header padded to 8 bytes, wider dtypes first)."""
 
     def __init__(self, path: Path, specs: dict[str, tuple[tuple[int, ...], torch.dtype]]):
@@ -169,7 +174,7 @@ class EntryWriter:
         text += b" " * (-len(text) % 8)
         self.path = path
         self._header, self._data_start = header, 8 + len(text)
-        self._tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        self._tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
         self._f = open(self._tmp, "wb")  # noqa: SIM115 (closed by commit / abort)
         try:
             self._f.write(struct.pack("<Q", len(text)) + text)
@@ -199,6 +204,38 @@ class EntryWriter:
         self._tmp.unlink(missing_ok=True)
 
 
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temporary files of entry ``path`` left by writers killed before they could
+    commit or abort (a sweep stopped with SIGKILL leaves one as large as the entry): those whose
+    process no longer runs on this machine, and any untouched for :data:`STALE_TEMP_SECONDS`
+    (a writer on another machine sharing the folder). Returns the files deleted."""
+    host, removed = socket.gethostname(), []
+    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
+        owner, _, pid = tmp.name[len(path.name) + 1:-len(".tmp")].rpartition(".")
+        try:
+            dead = owner == host and pid.isdigit() and not _running(int(pid))
+            if dead or time.time() - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # gone meanwhile, or not ours to delete: leave it
+            pass
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (assumed so on Windows, where
+    ``os.kill(pid, 0)`` would terminate it)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
 def stream_entry(path: Path, batches: RowBatches) -> bool:
     """Write the entry ``path`` from ``batches`` (together covering every row), never holding
     more than a batch. The first batch fixes the shapes; an entry that would leave less than
@@ -212,6 +249,7 @@ def stream_entry(path: Path, batches: RowBatches) -> bool:
                 specs = {k: ((n, *t.shape[1:]), t.dtype) for k, t in parts.items()}
                 needed = sum(_nbytes(shape, dtype) for shape, dtype in specs.values())
                 path.parent.mkdir(parents=True, exist_ok=True)
+                remove_stale_temps(path)  # before measuring the room they take
                 free = shutil.disk_usage(path.parent).free
                 if needed + DISK_HEADROOM > free:
                     warnings.warn(f"feature cache: not written, the entry needs "
