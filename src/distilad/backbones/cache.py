@@ -42,6 +42,7 @@ from distilad.backbones.base import Teacher
 from distilad.data.base import ImageSet, SubsetImageSet
 from distilad.data.transforms import iter_batches
 from distilad.errors import CacheWarning
+from distilad.processes import running
 
 #: at most this many input pixels per teacher batch: 16 images at 256 px (as ``fit`` scores),
 #: 256 at 64 px. Measured on CPU (efficientnet_lite1, 256 px, 83 images): the teacher's
@@ -213,27 +214,13 @@ def remove_stale_temps(path: Path) -> list[Path]:
     for tmp in path.parent.glob(f"{path.name}.*.tmp"):
         owner, _, pid = tmp.name[len(path.name) + 1:-len(".tmp")].rpartition(".")
         try:
-            dead = owner == host and pid.isdigit() and not _running(int(pid))
+            dead = owner == host and pid.isdigit() and not running(int(pid))
             if dead or time.time() - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
                 tmp.unlink()
                 removed.append(tmp)
         except OSError:  # gone meanwhile, or not ours to delete: leave it
             pass
     return removed
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (assumed so on Windows, where
-    ``os.kill(pid, 0)`` would terminate it)."""
-    if os.name == "nt":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
 
 
 def stream_entry(path: Path, batches: RowBatches) -> bool:

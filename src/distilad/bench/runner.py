@@ -44,6 +44,7 @@ from distilad.bench.record import (
     write_json_atomic,
 )
 from distilad.errors import DistiladError
+from distilad.processes import running
 
 MVTEC = "mvtec"
 NOVELTY = ("mnist", "fashion-mnist", "cifar10")
@@ -396,13 +397,12 @@ def claim(lock: Path) -> bool:
         except FileExistsError:
             try:
                 pid = int(lock.read_text().strip() or 0)
-                os.kill(pid, 0)
-                return False  # alive
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            except PermissionError:
-                return False  # alive, another user's
+            except (ValueError, FileNotFoundError):
+                pid = None  # unreadable or gone: nobody holds it
+            if pid is not None and running(pid):
+                return False
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         return True
