@@ -32,7 +32,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -55,7 +54,6 @@ DISK_HEADROOM = 1e9
 #: one writes a batch every few seconds, a minute at the slowest teacher here)
 STALE_TEMP_SECONDS = 3600
 
-_Entry = TypeVar("_Entry")
 #: an entry's rows batch by batch: (first row, rows in the whole entry, {name: (b, ...) rows})
 RowBatches = Iterator[tuple[int, int, dict[str, torch.Tensor]]]
 #: a teacher pass on a batch of inputs (b, C, S, S): its named outputs, float32 on the CPU
@@ -112,13 +110,9 @@ def cached_features(images: ImageSet, size: int, batch_size: int, forward: Forwa
         return collect(batches(images))
     root, rows = root_and_rows(images)
     path = Path(cache_dir) / f"{key(root)}.safetensors"
-
-    def read(p: Path) -> dict[str, torch.Tensor]:
-        return read_named_rows(p, rows, wanted)
-
-    cached = read_entry(path, read)
+    cached = read_entry(path, rows, wanted)
     if cached is None and stream_entry(path, batches(root)):
-        cached = read_entry(path, read)
+        cached = read_entry(path, rows, wanted)
     return cached if cached is not None else collect(batches(images))
 
 
@@ -133,13 +127,14 @@ def root_and_rows(images: ImageSet) -> tuple[ImageSet, torch.Tensor | None]:
     return images, None if rows is None else torch.as_tensor(rows, dtype=torch.long)
 
 
-def read_entry(path: Path, read: Callable[[Path], _Entry]) -> _Entry | None:
-    """``read(path)`` of a cache entry; None when there is none, or when it is damaged (it is
-    then deleted, to be recomputed and written again)."""
+def read_entry(path: Path, rows: torch.Tensor | None, wanted: Callable[[str], bool]
+               ) -> dict[str, torch.Tensor] | None:
+    """:func:`read_named_rows` of a cache entry; None when there is none, or when it is damaged
+    (it is then deleted, to be recomputed and written again)."""
     if not path.is_file():
         return None
     try:
-        return read(path)
+        return read_named_rows(path, rows, wanted)
     except Exception:
         path.unlink(missing_ok=True)
         return None
@@ -205,22 +200,20 @@ class EntryWriter:
         self._tmp.unlink(missing_ok=True)
 
 
-def remove_stale_temps(path: Path) -> list[Path]:
+def remove_stale_temps(path: Path) -> None:
     """Delete the temporary files of entry ``path`` left by writers killed before they could
     commit or abort (a sweep stopped with SIGKILL leaves one as large as the entry): those whose
     process no longer runs on this machine, and any untouched for :data:`STALE_TEMP_SECONDS`
-    (a writer on another machine sharing the folder). Returns the files deleted."""
-    host, removed = socket.gethostname(), []
+    (a writer on another machine sharing the folder)."""
+    host = socket.gethostname()
     for tmp in path.parent.glob(f"{path.name}.*.tmp"):
         owner, _, pid = tmp.name[len(path.name) + 1:-len(".tmp")].rpartition(".")
         try:
             dead = owner == host and pid.isdigit() and not running(int(pid))
             if dead or time.time() - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
                 tmp.unlink()
-                removed.append(tmp)
         except OSError:  # gone meanwhile, or not ours to delete: leave it
             pass
-    return removed
 
 
 def stream_entry(path: Path, batches: RowBatches) -> bool:
