@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from distilad.atomic import atomic_path
 from distilad.calibration import CALIBRATION_STRATEGIES, Calibration
 from distilad.data import ImageSet, as_image_set, check_readable, with_labels
 from distilad.errors import DataError, DistiladError, ModelFileError, NotFittedError
@@ -495,11 +496,8 @@ class Detector:
         for prefix, module in self._modules().items():
             for k, v in module.state_dict().items():
                 tensors[f"{prefix}.{k}"] = v.detach().to("cpu").contiguous()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"distilad": json.dumps(self.config())})
-        os.chmod(tmp, 0o666 & ~_umask())  # an ordinary file, as open() would make it
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"distilad": json.dumps(self.config())})
         return path
 
 
@@ -528,13 +526,6 @@ class PretrainedTeacher:
     def _remember_teacher(self, state: dict[str, Any]) -> None:
         """Note the saved teacher's fingerprint from ``state["teacher"]`` (``name@weights_id``)."""
         self._saved_teacher_id = state.get("teacher", "unknown").split("@")[-1]
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it; there is no read-only call)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _check_finite(scores: np.ndarray, what: str) -> None:

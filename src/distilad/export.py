@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distilad.atomic import atomic_path
 from distilad.calibration import Calibration
-from distilad.detector import _umask
 from distilad.errors import DistiladError, ExportError
 from distilad.modules.scoring import ScoringNet
 
@@ -126,14 +126,8 @@ def export_onnx(det: Any, path: str | os.PathLike, overwrite: bool = False, chec
             "library_version": info["model"]["library_version"]}
     program.model.metadata_props.update(meta)
     program.model.producer_name = "distilad"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         program.save(str(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     det.last_export = {k: v for k, v in info.items() if k != "model"}
     return path
 

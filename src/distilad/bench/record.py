@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from distilad.atomic import write_text_atomic
+
 #: tracked files whose changes do not change results: the results themselves and documentation
 _NOT_CODE = (":(top,exclude)benchmarks/results", ":(top,exclude,glob)**/*.md")
 
@@ -171,12 +173,8 @@ def environment(device: str, commit: str | None = None) -> dict[str, Any]:
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write JSON to a temp file, then rename: an interrupted write never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_default, allow_nan=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=_default, allow_nan=True)
+                             + "\n")
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:

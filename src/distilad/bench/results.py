@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from distilad.atomic import write_text_atomic
 from distilad.bench.adaptivemix_results import adaptivemix_ablation_section
 from distilad.bench.choices import choices_section
 from distilad.bench.curves import curves_section
@@ -583,11 +584,7 @@ def _groups(runs: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
 
 
 def write_results_md(results_dir: Path, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render(load_records(results_dir)))
-    tmp.replace(out)
-    return out
+    return write_text_atomic(out, render(load_records(results_dir)))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ import gzip
 import hashlib
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distilad.atomic import atomic_path
 from distilad.errors import DataError
 
 from .base import ArrayImageSet, SubsetImageSet
@@ -254,16 +254,9 @@ def _jpeg_tree_key(tree: Path, split: str, files: Sequence[Path]) -> str:
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    """``np.save`` to a temporary file next to ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``np.save`` of ``arr`` to ``path``, whole or not at all."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
 
 
 def _decode_jpegs(files: Sequence[Path]) -> np.ndarray:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distilad.atomic import atomic_path
 from distilad.data import ImageSet
 from distilad.detector import Detector, register
 from distilad.errors import DistiladError
@@ -307,11 +307,9 @@ class PKDGANDetector(Detector):
         path = self._teacher_cache_file(train)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         state = {k: v.detach().cpu().contiguous() for k, v in self.teacher.state_dict().items()}
-        save_file(state, str(tmp), metadata={"teacher_loss": json.dumps(history)})
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
+        with atomic_path(path) as tmp:  # a concurrent reader sees the old file or the new one
+            save_file(state, str(tmp), metadata={"teacher_loss": json.dumps(history)})
 
     def _score(self, images: ImageSet) -> tuple[np.ndarray, None]:
         p = self.params
