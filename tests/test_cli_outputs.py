@@ -195,6 +195,58 @@ def test_predict_csv_json_overlays_overwrite_and_progress(
     assert "predicting" not in capsys.readouterr().err
 
 
+def test_predict_unreadable_files_stop_or_are_skipped(
+        model_file: Path, tiny_mvtec: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A file that is no image (header) or whose pixels are cut short (decoding, found only while
+    scoring) stops predict with one line and nothing written; with --skip-unreadable the others
+    are scored exactly as alone, and the skipped files are listed."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    good = tiny_mvtec / "test" / "good" / "000.jpg"
+    shutil.copy(good, inputs / "a.jpg")
+    shutil.copy(tiny_mvtec / "test" / "broken_large" / "000.jpg", inputs / "c.jpg")
+    (inputs / "b_not_an_image.png").write_text("not an image")
+    data = good.read_bytes()
+    (inputs / "d_truncated.jpg").write_bytes(data[: len(data) // 2])
+    for bad in ("b_not_an_image.png", "d_truncated.jpg"):
+        out = tmp_path / f"stop-{bad}"
+        given = [str(inputs / "a.jpg"), str(inputs / bad), str(inputs / "c.jpg")]
+        capsys.readouterr()
+        assert main(["predict", str(model_file), *given, "-o", str(out), "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and bad in err[0] and "--skip-unreadable" in err[0]
+        assert not out.exists() and not _leftovers(tmp_path)
+
+    out = tmp_path / "skip"
+    assert main(["predict", str(model_file), str(inputs), "-o", str(out), "-q",
+                 "--skip-unreadable"]) == 0
+    captured = capsys.readouterr()
+    assert "2 unreadable skipped" in captured.out
+    assert sum("skipped" in line for line in captured.err.splitlines()) == 2
+    doc = _strict_json(out / "predictions.json")
+    assert [Path(s["file"]).name for s in doc["skipped"]] == ["b_not_an_image.png",
+                                                             "d_truncated.jpg"]
+    assert "truncated" in doc["skipped"][1]["reason"]
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    assert [Path(r[0]).name for r in rows] == ["a.jpg", "c.jpg"]
+    assert all((out / r[4]).is_file() for r in rows)
+    alone = tmp_path / "alone"
+    assert main(["predict", str(model_file), str(inputs / "a.jpg"), str(inputs / "c.jpg"),
+                 "-o", str(alone), "-q"]) == 0
+    with open(alone / "predictions.csv", newline="", encoding="utf-8") as f:
+        assert [r[1:4] for r in list(csv.reader(f))[1:]] == [r[1:4] for r in rows]
+
+    (inputs / "a.jpg").write_text("gone bad")
+    (inputs / "c.jpg").write_text("gone bad")
+    assert main(["predict", str(model_file), str(inputs), "-o", str(tmp_path / "none"), "-q",
+                 "--skip-unreadable"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "distilad: error: none of the 4 images can be read"
+    assert not (tmp_path / "none").exists()
+
+
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return dict(action.choices)

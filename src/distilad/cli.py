@@ -9,17 +9,18 @@ or not at all (see :mod:`distilad.report.staging`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilad.errors import DistiladError
+from distilad.errors import DataError, DistiladError
 
 if TYPE_CHECKING:
     from distilad.report.staging import StagedFolder
@@ -183,11 +184,17 @@ def scoring_chunk(det: Any, images: Any, max_map_bytes: int = MAX_CHUNK_MAP_BYTE
 
 
 def _score_in_chunks(det: Any, images: Any, progress: bool, desc: str,
-                     chunk: int | None = None) -> Iterator[tuple[range, Any]]:
+                     chunk: int | None = None,
+                     on_unreadable: Callable[[int, DataError], None] | None = None,
+                     ) -> Iterator[tuple[list[int], Any]]:
     """Score ``images`` ``chunk`` at a time (default :func:`scoring_chunk`: one scoring batch)
     under one progress bar (stderr; off when not ``progress``), so that a run of any size shows
     how far it is and holds one chunk's maps at a time. Yields (indices, ScoreResult of those
-    images). The method's own bars are switched off: this one replaces them."""
+    images). The method's own bars are switched off: this one replaces them.
+
+    An image that cannot be decoded raises its DataError, unless ``on_unreadable`` is given: then
+    its chunk is scored image by image, ``on_unreadable(index, error)`` is called for each image
+    that fails, and the chunk's result holds the others (their indices are yielded)."""
     from tqdm.auto import tqdm
 
     det.params["progress"] = False
@@ -195,9 +202,30 @@ def _score_in_chunks(det: Any, images: Any, progress: bool, desc: str,
     chunk = chunk or scoring_chunk(det, images)
     with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, n, chunk):
-            idx = range(start, min(start + chunk, n))
-            yield idx, det.score(images.subset(list(idx)))
-            bar.update(len(idx))
+            idx = list(range(start, min(start + chunk, n)))
+            try:
+                result = det.score(images.subset(idx))
+            except DataError:
+                if on_unreadable is None:
+                    raise
+                idx, result = _score_one_by_one(det, images, idx, on_unreadable)
+            if idx:
+                yield idx, result
+            bar.update(min(chunk, n - start))
+
+
+def _score_one_by_one(det: Any, images: Any, idx: list[int],
+                      on_unreadable: Callable[[int, DataError], None]) -> tuple[list[int], Any]:
+    """Score ``images[idx]`` one at a time, passing the undecodable ones to ``on_unreadable``;
+    (the indices scored, their merged ScoreResult)."""
+    kept, parts = [], []
+    for i in idx:
+        try:
+            parts.append(det.score(images.subset([i])))
+            kept.append(i)
+        except DataError as e:
+            on_unreadable(i, e)
+    return kept, _merge_results(parts)
 
 
 def _merge_results(parts: list[Any]) -> Any:
@@ -320,9 +348,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.output)
     staged = _fresh_output(out, args.overwrite, [args.model, *args.inputs])
     det = load_model(args.model, device=args.device or "auto")
-    images = image_files(args.inputs)
-    for i in range(len(images)):  # fail on an unreadable file before anything is written
-        images.image_shape(i)
+    skipped: list[dict[str, str]] = []  # {"file", "reason"} of each unreadable input skipped
+    images = _readable_inputs(image_files(args.inputs), args.skip_unreadable, skipped)
+
+    def skip(i: int, error: DataError) -> None:  # a file whose pixels fail to decode
+        _note_skipped(images.paths[i], error, skipped)
+
     cal = det.calibration
     if cal is None:
         raise DistiladError(f"{args.model} has no calibrated threshold; fit it with `distilad fit`")
@@ -330,8 +361,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # default image_score); then a pixel above the tick on the colour bar flags the image
     map_threshold = cal.threshold if det.params.get("image_score", "max") == "max" else None
     rows: list[dict[str, Any]] = []
-    with staged as tmp:
-        for idx, result in _score_in_chunks(det, images, not args.quiet, "predicting"):
+    chunks = _score_in_chunks(det, images, not args.quiet, "predicting",
+                              on_unreadable=skip if args.skip_unreadable else None)
+    with staged as tmp, _hint_skip_unreadable(not args.skip_unreadable):
+        for idx, result in chunks:
             for j, i in enumerate(idx):
                 row = {"file": str(images.paths[i]), "score": float(result.image_scores[j]),
                        "normalized_score": float(result.normalized_scores[j]),
@@ -345,13 +378,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 rows.append(row)
                 tqdm.write(f"{row['label']}  {row['normalized_score']:.3f}  {row['file']}",
                            file=sys.stdout)
+        if not rows:  # every file failed to decode: no output folder
+            raise DataError(f"none of the {len(skipped)} images can be read")
         doc = {"model": str(args.model), "threshold": cal.threshold,
                "columns": {"file": "input file as given on the command line",
                            "score": "raw anomaly score (higher = more anomalous)",
                            "normalized_score": "0..1, the threshold at 0.5",
                            "label": "1 = anomalous (score above the threshold), 0 = normal",
                            "overlay": "image | anomaly map | colour bar, relative to this folder"},
-               "predictions": rows}
+               "predictions": rows,
+               "skipped": skipped}
         (tmp / "predictions.json").write_text(dumps_strict(doc), encoding="utf-8")
         with open(tmp / "predictions.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
@@ -360,9 +396,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 writer.writerow([r["file"], f"{r['score']:.6g}", f"{r['normalized_score']:.4f}",
                                  r["label"], r["overlay"] or ""])
     n_anom = sum(r["label"] for r in rows)
-    print(f"{n_anom} of {len(rows)} images anomalous; results in {out} (predictions.csv, "
-          f"predictions.json{', overlays/' if any(r['overlay'] for r in rows) else ''})")
+    n_skipped = (f"; {len(skipped)} unreadable skipped (listed in predictions.json)"
+                 if skipped else "")
+    print(f"{n_anom} of {len(rows)} images anomalous{n_skipped}; results in {out} "
+          f"(predictions.csv, predictions.json"
+          f"{', overlays/' if any(r['overlay'] for r in rows) else ''})")
     return 0
+
+
+_SKIP_HINT = "(--skip-unreadable scores the other images)"
+
+
+@contextlib.contextmanager
+def _hint_skip_unreadable(active: bool) -> Iterator[None]:
+    """When ``active``, a DataError (an image that cannot be decoded) gains the hint that it can
+    be skipped."""
+    try:
+        yield
+    except DataError as e:
+        if not active:
+            raise
+        raise DataError(f"{e} {_SKIP_HINT}") from None
+
+
+def _note_skipped(path: Path, error: DataError, skipped: list[dict[str, str]]) -> None:
+    skipped.append({"file": str(path), "reason": str(error)})
+    print(f"distilad: skipped {path}: {error}", file=sys.stderr)
+
+
+def _readable_inputs(images: Any, skip_unreadable: bool, skipped: list[dict[str, str]]) -> Any:
+    """``images`` (a FileImageSet) less the files whose header cannot be read, checked before
+    any work: such a file raises (with a hint) unless ``skip_unreadable``; then it is reported
+    on stderr and appended to ``skipped``."""
+    from distilad.data.mvtec import FileImageSet
+
+    readable = []
+    for i in range(len(images)):
+        try:
+            images.image_shape(i)
+            readable.append(i)
+        except DataError as e:
+            if not skip_unreadable:
+                raise DataError(f"{e} {_SKIP_HINT}") from None
+            _note_skipped(images.paths[i], e, skipped)
+    if not readable:
+        raise DataError(f"none of the {len(images)} images can be read")
+    if len(readable) == len(images):
+        return images
+    return FileImageSet([images.paths[i] for i in readable], None, None, images.description,
+                        names=[images.names[i] for i in readable])
 
 
 def load_model(path: str, device: str = "auto") -> Any:
@@ -634,6 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file written by `distilad fit` (.distilad) or "
                    "`distilad export` (.onnx, run with onnxruntime)")
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="score the images that can be read and list the others (stderr and "
+                        "'skipped' in predictions.json); by default the first unreadable file "
+                        "stops predict with nothing written")
     _add_results_folder_options(p)
     p.set_defaults(func=cmd_predict)
 
