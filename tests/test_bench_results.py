@@ -257,6 +257,21 @@ def test_novelty_summary_puts_the_reported_configurations_side_by_side() -> None
     assert novelty_summary_section(runs[:20]) == []
 
 
+def test_novelty_summary_takes_the_length_validated_per_dataset() -> None:
+    """EDE-GAN is shown at the length validated on each dataset (CIFAR-10: e3-dcgan), before
+    the 15-epoch runs and never another dataset's length (e2-dcgan sorts first)."""
+    from distilad.bench.novelty_summary import novelty_summary_section
+
+    runs = [_novelty_run("rd", "nd32-e5-cos", c, 0, 0.8) for c in range(10)]
+    runs += [_novelty_run("edegan", cfg, c, 0, v) for c in range(10)
+             for cfg, v in (("e15", 0.55), ("e2-dcgan", 0.1), ("e3-dcgan", 0.58))]
+    text = "\n".join(novelty_summary_section(runs))
+    assert _rows(text, "### cifar10 · one-class")[10] == ["**mean**", "58.00", "80.00"]
+    assert "EDE-GAN `e3-dcgan`" in text
+    assert "EDE-GAN `e15`" in "\n".join(novelty_summary_section(
+        [r for r in runs if r["config"] != "e3-dcgan"]))
+
+
 def test_parameter_line_names_every_argument_off_its_default() -> None:
     """The table's parameter line: the usual ones, then every other argument that differs from
     the method's default today (adaptivemix=True), never run-only ones (device, feature cache)
