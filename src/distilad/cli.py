@@ -349,7 +349,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     staged = _fresh_output(out, args.overwrite, [args.model, *args.inputs])
     det = load_model(args.model, device=args.device or "auto")
     skipped: list[dict[str, str]] = []  # {"file", "reason"} of each unreadable input skipped
-    images = _readable_inputs(image_files(args.inputs), args.skip_unreadable, skipped)
+    with _hint_skip_unreadable(not args.skip_unreadable):
+        images = _readable_inputs(image_files(args.inputs), args.skip_unreadable, skipped)
 
     def skip(i: int, error: DataError) -> None:  # a file whose pixels fail to decode
         _note_skipped(images.paths[i], error, skipped)
@@ -404,9 +405,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-_SKIP_HINT = "(--skip-unreadable scores the other images)"
-
-
 @contextlib.contextmanager
 def _hint_skip_unreadable(active: bool) -> Iterator[None]:
     """When ``active``, a DataError (an image that cannot be decoded) gains the hint that it can
@@ -416,7 +414,7 @@ def _hint_skip_unreadable(active: bool) -> Iterator[None]:
     except DataError as e:
         if not active:
             raise
-        raise DataError(f"{e} {_SKIP_HINT}") from None
+        raise DataError(f"{e} (--skip-unreadable scores the other images)") from None
 
 
 def _note_skipped(path: Path, error: DataError, skipped: list[dict[str, str]]) -> None:
@@ -426,7 +424,7 @@ def _note_skipped(path: Path, error: DataError, skipped: list[dict[str, str]]) -
 
 def _readable_inputs(images: Any, skip_unreadable: bool, skipped: list[dict[str, str]]) -> Any:
     """``images`` (a FileImageSet) less the files whose header cannot be read, checked before
-    any work: such a file raises (with a hint) unless ``skip_unreadable``; then it is reported
+    any work: such a file raises its DataError unless ``skip_unreadable``; then it is reported
     on stderr and appended to ``skipped``."""
     from distilad.data.mvtec import FileImageSet
 
@@ -437,7 +435,7 @@ def _readable_inputs(images: Any, skip_unreadable: bool, skipped: list[dict[str,
             readable.append(i)
         except DataError as e:
             if not skip_unreadable:
-                raise DataError(f"{e} {_SKIP_HINT}") from None
+                raise
             _note_skipped(images.paths[i], e, skipped)
     if not readable:
         raise DataError(f"none of the {len(images)} images can be read")

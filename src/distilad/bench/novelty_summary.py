@@ -30,12 +30,12 @@ REPORTED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("edegan", "one-class"): ("EDE-GAN", ("e15",)),
     ("pkdgan", "one-class"): ("P-KDGAN two-step student", ("two-step-t15-*",)),
 }
-#: (method, protocol, dataset) -> config patterns, where a README reports a configuration chosen
-#: per dataset (EDE-GAN: the length validated on each dataset's learning curve)
+#: (method, protocol, dataset) -> config patterns preferred to ``REPORTED``'s, where a README
+#: reports a configuration chosen per dataset (EDE-GAN: the length validated on each dataset)
 REPORTED_PER_DATASET: dict[tuple[str, str, str], tuple[str, ...]] = {
-    ("edegan", "one-class", "mnist"): ("e4-dcgan", "e15"),
-    ("edegan", "one-class", "fashion-mnist"): ("e2-dcgan", "e15"),
-    ("edegan", "one-class", "cifar10"): ("e3-dcgan", "e15"),
+    ("edegan", "one-class", "mnist"): ("e4-dcgan",),
+    ("edegan", "one-class", "fashion-mnist"): ("e2-dcgan",),
+    ("edegan", "one-class", "cifar10"): ("e3-dcgan",),
 }
 
 
@@ -47,7 +47,8 @@ def _pick(runs: list[dict[str, Any]], method: str, dataset: str, protocol: str
         return None
     mine = [r for r in runs if (r["method"], r["dataset"], r["protocol"])
             == (method, dataset, protocol)]
-    for pattern in REPORTED_PER_DATASET.get((method, protocol, dataset), title_patterns[1]):
+    preferred = REPORTED_PER_DATASET.get((method, protocol, dataset), ())
+    for pattern in (*preferred, *title_patterns[1]):
         configs = sorted({r["config"] for r in mine if fnmatch.fnmatchcase(r["config"], pattern)})
         if configs:
             return configs[0], [r for r in mine if r["config"] == configs[0]]
